@@ -1,0 +1,1 @@
+"""JetStream: connect, provision, publish, consume, session aggregate."""

@@ -1,0 +1,1 @@
+"""asyncpg pool, migrations, read-model queries."""

@@ -1,0 +1,1 @@
+"""structlog + OpenTelemetry set-up, NATS header propagation."""

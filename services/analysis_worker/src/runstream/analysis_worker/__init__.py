@@ -1,0 +1,1 @@
+"""question -> context -> plan -> script."""

@@ -1,0 +1,1 @@
+"""result -> Vega-Lite chart rendered to SVG."""

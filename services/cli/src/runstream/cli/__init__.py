@@ -1,0 +1,1 @@
+"""The runstream command: up, token, status, failed, cleanup, rebuild, tail."""

@@ -1,0 +1,1 @@
+"""script -> sandboxed DuckDB execution -> result."""

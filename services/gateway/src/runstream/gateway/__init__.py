@@ -1,0 +1,1 @@
+"""HTTP API, SSE and WebSocket streams, web UI."""

@@ -1,0 +1,1 @@
+"""Folds events into Postgres read models."""
