@@ -1,0 +1,49 @@
+# Runstream — every target bootstraps uv and the virtual environment by itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+PY := .venv/bin/python
+# The machine's Postgres when it answers; otherwise the test harness starts a throwaway cluster.
+PG_LOCAL := postgresql://postgres@127.0.0.1:5432/postgres
+export DATABASE_URL ?= $(shell (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 && echo $(PG_LOCAL)) 2>/dev/null)
+
+.PHONY: help bootstrap sync run test test-fast lint proto bench chaos browser-deps clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(TOOLS)/bin/uv:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv
+
+bootstrap: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv) ## install uv (if missing)
+
+sync: bootstrap ## create .venv from uv.lock (all members + dev tools)
+	$(UV) sync --locked --all-packages
+
+run: sync ## run the whole stack locally (runstream up)
+	.venv/bin/runstream up
+
+test: sync ## run every test suite (real nats-server and Postgres)
+	$(PY) -m pytest
+
+test-fast: sync ## unit tests only
+	$(PY) -m pytest libs services
+
+lint: sync ## ruff + mypy on libs and services
+	.venv/bin/ruff check libs services tests scripts
+	.venv/bin/mypy libs/*/src services/*/src
+
+proto: sync ## regenerate proto/ (events JSON Schema, AsyncAPI, OpenAPI)
+	$(PY) scripts/gen_proto.py proto
+
+bench: sync ## benchmarks: print throughput and latency figures
+	$(PY) -m pytest tests/bench -s -q -p no:cacheprovider --override-ini="norecursedirs="
+
+chaos: sync ## chaos tests: kill workers and servers mid-flight
+	$(PY) -m pytest tests/chaos -s -q --override-ini="norecursedirs="
+
+clean: ## remove the environment and local state
+	rm -rf .venv $(TOOLS) .runstream .pytest_cache .mypy_cache .ruff_cache

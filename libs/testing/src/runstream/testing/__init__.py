@@ -1,0 +1,5 @@
+"""Test harness: real servers as local processes, and waiting helpers."""
+
+from runstream.testing.servers import NatsServer, PostgresCluster, free_port, wait_until
+
+__all__ = ["NatsServer", "PostgresCluster", "free_port", "wait_until"]

