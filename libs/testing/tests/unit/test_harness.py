@@ -1,5 +1,4 @@
 import asyncpg
-
 from runstream.testing import wait_until
 
 

@@ -1,1 +1,51 @@
-"""JetStream: connect, provision, publish, consume, session aggregate."""
+"""JetStream for Runstream: connect, provision, publish, consume, the session aggregate."""
+
+from runstream.bus.bus import Bus, Published, event_headers
+from runstream.bus.consumer import (
+    BatchConsumer,
+    ConsumerSpec,
+    Delivery,
+    MaxDeliveries,
+    MessageConsumer,
+    ensure_consumer,
+    watch_max_deliveries,
+)
+from runstream.bus.errors import (
+    BusError,
+    ConcurrencyConflict,
+    LockHeld,
+    NotLockHolder,
+    Reject,
+    Retry,
+    SessionNotFound,
+)
+from runstream.bus.objects import delete_dataset, get_dataset, put_dataset
+from runstream.bus.session import Committed, SessionAggregate, SessionState
+from runstream.bus.settings import BusSettings
+
+__all__ = [
+    "BatchConsumer",
+    "Bus",
+    "BusError",
+    "BusSettings",
+    "Committed",
+    "ConcurrencyConflict",
+    "ConsumerSpec",
+    "Delivery",
+    "LockHeld",
+    "MaxDeliveries",
+    "MessageConsumer",
+    "NotLockHolder",
+    "Published",
+    "Reject",
+    "Retry",
+    "SessionAggregate",
+    "SessionNotFound",
+    "SessionState",
+    "delete_dataset",
+    "ensure_consumer",
+    "event_headers",
+    "get_dataset",
+    "put_dataset",
+    "watch_max_deliveries",
+]

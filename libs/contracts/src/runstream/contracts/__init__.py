@@ -127,4 +127,5 @@ __all__ = [
     "to_builtins",
     "type_of",
     "utcnow",
+    "validate_id",
 ]

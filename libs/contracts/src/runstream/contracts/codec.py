@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from runstream.contracts.base import Event
 from runstream.contracts.chart import CHART_EVENTS, ChartEventT
 from runstream.contracts.message import MESSAGE_EVENTS, MessageEventT
@@ -47,7 +46,9 @@ def to_builtins(event: Event) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of every event (written to proto/ by `make proto`)."""
-    (schema,), components = msgspec.json.schema_components([AnyEvent], ref_template="#/$defs/{name}")
+    (schema,), components = msgspec.json.schema_components(
+        [AnyEvent], ref_template="#/$defs/{name}"
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Runstream events",

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-
 from runstream.contracts.base import Column, DeadLetter, ErrorInfo, Event, SettledStatus
 
 
@@ -75,7 +74,12 @@ class SessionRead(SessionEvent, frozen=True, kw_only=True, tag="session_read"):
 
 
 SessionEventT = (
-    SessionCreated | DatasetAttached | AnalysisRequested | LockRenewed | AnalysisSettled | SessionRead
+    SessionCreated
+    | DatasetAttached
+    | AnalysisRequested
+    | LockRenewed
+    | AnalysisSettled
+    | SessionRead
 )
 SESSION_EVENTS: tuple[type[SessionEvent], ...] = (
     SessionCreated,

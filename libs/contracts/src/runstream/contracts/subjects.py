@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-
 from runstream.contracts.errors import InvalidSubject
 from runstream.contracts.ids import is_valid_id, validate_id
 
@@ -96,7 +95,9 @@ class Subjects:
             case [sid, "session"]:
                 return SubjectParts(session_id=sid, aggregate="session")
             case [sid, "msg", mid, etype]:
-                return SubjectParts(session_id=sid, aggregate="msg", entity_id=mid, event_type=etype)
+                return SubjectParts(
+                    session_id=sid, aggregate="msg", entity_id=mid, event_type=etype
+                )
             case [sid, "chart", tid, etype]:
                 return SubjectParts(
                     session_id=sid, aggregate="chart", entity_id=tid, event_type=etype

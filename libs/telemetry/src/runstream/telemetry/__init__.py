@@ -1,1 +1,35 @@
-"""structlog + OpenTelemetry set-up, NATS header propagation."""
+"""structlog + OpenTelemetry set-up and NATS header propagation."""
+
+from runstream.telemetry.logging import configure_logging
+from runstream.telemetry.metrics import (
+    EVENTS_CONSUMED,
+    EVENTS_PUBLISHED,
+    HANDLE_SECONDS,
+    SSE_CLIENTS,
+    render_latest,
+    serve_metrics,
+)
+from runstream.telemetry.tracing import (
+    configure_tracing,
+    consume_span,
+    extract_context,
+    inject_headers,
+    span,
+    tracer,
+)
+
+__all__ = [
+    "EVENTS_CONSUMED",
+    "EVENTS_PUBLISHED",
+    "HANDLE_SECONDS",
+    "SSE_CLIENTS",
+    "configure_logging",
+    "configure_tracing",
+    "consume_span",
+    "extract_context",
+    "inject_headers",
+    "render_latest",
+    "serve_metrics",
+    "span",
+    "tracer",
+]

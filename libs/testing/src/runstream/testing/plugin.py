@@ -7,6 +7,7 @@ servers come from testcontainers instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -19,7 +20,6 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-
 from runstream.testing.servers import NatsServer, PostgresCluster
 
 
@@ -113,3 +113,29 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
 @pytest_asyncio.fixture
 async def js(nc: NATS) -> JetStreamContext:
     return nc.jetstream()
+
+
+@pytest.fixture
+def bus_settings(nats_url: str, stream_names: StreamNames) -> object:
+    from runstream.bus import BusSettings
+
+    return BusSettings(
+        url=nats_url, stream=stream_names.stream, prefix=stream_names.prefix,
+        datasets_bucket=f"DS_{stream_names.stream}",
+    )
+
+
+@pytest_asyncio.fixture
+async def bus(bus_settings: object) -> AsyncIterator[object]:
+    """A connected, provisioned Bus on a fresh stream; the stream is deleted afterwards."""
+    from runstream.bus import Bus
+
+    async with Bus.connect(bus_settings, name="rs-test") as b:  # type: ignore[arg-type]
+        await b.provision()
+        try:
+            yield b
+        finally:
+            with contextlib.suppress(Exception):
+                await b.js.delete_stream(b.stream)
+            with contextlib.suppress(Exception):
+                await b.js.delete_object_store(b.settings.datasets_bucket)

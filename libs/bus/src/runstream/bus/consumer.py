@@ -1,0 +1,288 @@
+"""Durable pull consumers: batch fetch, explicit ack, nak with backoff, term,
+in-progress heartbeats for long handlers, and a graceful stop.
+
+Tracing and log context are set here, around the handler, never inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.errors import NotFoundError
+from runstream.bus.bus import Bus
+from runstream.bus.errors import Reject, Retry
+from runstream.contracts import AnyEvent, DecodeError, decode
+from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, consume_span
+
+logger = structlog.get_logger()
+
+
+class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    durable: str
+    filter_subjects: list[str]
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5  # -1: unlimited
+    batch: int = 16
+    concurrency: int = 4
+    max_ack_pending: int = 1024
+    backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    fetch_timeout_s: float = 1.0
+
+    def nak_delay(self, num_delivered: int) -> float:
+        idx = max(0, min(num_delivered - 1, len(self.backoff_s) - 1))
+        return self.backoff_s[idx]
+
+
+class Delivery:
+    """One message as a handler sees it."""
+
+    __slots__ = ("_event", "msg", "num_delivered", "seq", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+        meta = msg.metadata
+        self.seq = int(meta.sequence.stream)
+        self.num_delivered = int(meta.num_delivered)
+        self.subject = msg.subject
+        self._event: AnyEvent | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.msg.data
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.msg.headers or {})
+
+    @property
+    def event(self) -> AnyEvent:
+        """The decoded event; raises DecodeError for bytes that are not one."""
+        if self._event is None:
+            self._event = decode(self.msg.data)
+        return self._event
+
+
+async def ensure_consumer(bus: Bus, spec: ConsumerSpec) -> api.ConsumerInfo:
+    config = api.ConsumerConfig(
+        durable_name=spec.durable,
+        name=spec.durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subjects=spec.filter_subjects if len(spec.filter_subjects) > 1 else None,
+        filter_subject=spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
+    )
+    try:
+        await bus.js.consumer_info(bus.stream, spec.durable)
+    except NotFoundError:
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # a replica won the race
+            return await bus.js.add_consumer(bus.stream, config)
+    return await bus.js.add_consumer(bus.stream, config)  # create-or-update
+
+
+class _Runner:
+    def __init__(self, bus: Bus, spec: ConsumerSpec) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.log = logger.bind(consumer=spec.durable)
+
+    async def _subscribe(self) -> Any:
+        await ensure_consumer(self.bus, self.spec)
+        return await self.bus.js.pull_subscribe_bind(
+            durable=self.spec.durable, stream=self.bus.stream
+        )
+
+    async def _fetch(self, psub: Any, batch: int) -> list[Msg]:
+        try:
+            return list(await psub.fetch(batch, timeout=self.spec.fetch_timeout_s))
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            await asyncio.sleep(0.2)
+            return []
+
+
+class MessageConsumer(_Runner):
+    """Hands deliveries one at a time to `handle`, up to `concurrency` at once.
+
+    Returning acks. Raising Retry naks with a delay (JetStream redelivers up to
+    max_deliver); Reject terms; any other exception is treated as transient.
+    """
+
+    def __init__(
+        self, bus: Bus, spec: ConsumerSpec, handle: Callable[[Delivery], Awaitable[None]]
+    ) -> None:
+        super().__init__(bus, spec)
+        self.handle = handle
+        self._slots = asyncio.Semaphore(spec.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        psub = await self._subscribe()
+        self.log.info("consumer_started", filters=self.spec.filter_subjects)
+        try:
+            while not stop.is_set():
+                free = self.spec.concurrency - (len(self._tasks))
+                if free <= 0:
+                    await self._slots.acquire()
+                    self._slots.release()
+                    continue
+                for msg in await self._fetch(psub, min(free, self.spec.batch)):
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._one(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            if self._tasks:  # let in-flight handlers finish: their messages are not acked yet
+                await asyncio.wait(self._tasks, timeout=self.spec.ack_wait_s)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            self.log.info("consumer_stopped")
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        interval = max(0.5, self.spec.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _one(self, msg: Msg) -> None:
+        delivery = Delivery(msg)
+        beat = asyncio.create_task(self._heartbeat(msg))
+        started = time.perf_counter()
+        outcome = "ack"
+        try:
+            event: AnyEvent | None = None
+            with contextlib.suppress(DecodeError):
+                event = delivery.event
+            ids = {
+                "session_id": getattr(event, "session_id", None),
+                "message_id": getattr(event, "message_id", None),
+            }
+            with (
+                structlog.contextvars.bound_contextvars(
+                    subject=delivery.subject, seq=delivery.seq, **ids
+                ),
+                consume_span(
+                    f"consume {self.spec.durable}", delivery.headers,
+                    **{"messaging.destination": delivery.subject, "rs.seq": delivery.seq},
+                ),
+            ):
+                try:
+                    await self.handle(delivery)
+                    await msg.ack()
+                except Retry as exc:
+                    outcome = "retry"
+                    delay = exc.delay if exc.delay is not None else self.spec.nak_delay(
+                        delivery.num_delivered)
+                    self.log.warning("delivery_retry", reason=exc.reason, delay=delay,
+                                     delivered=delivery.num_delivered)
+                    await msg.nak(delay=delay)
+                except Reject as exc:
+                    outcome = "reject"
+                    self.log.error("delivery_rejected", reason=exc.reason)
+                    await msg.term()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    outcome = "error"
+                    self.log.exception("delivery_failed", delivered=delivery.num_delivered)
+                    await msg.nak(delay=self.spec.nak_delay(delivery.num_delivered))
+        finally:
+            beat.cancel()
+            self._slots.release()
+            EVENTS_CONSUMED.labels(self.spec.durable, outcome).inc()
+            HANDLE_SECONDS.labels(self.spec.durable).observe(time.perf_counter() - started)
+
+
+class BatchConsumer(_Runner):
+    """Hands whole fetched batches to `handle`; acks them all after it returns."""
+
+    def __init__(
+        self, bus: Bus, spec: ConsumerSpec, handle: Callable[[list[Delivery]], Awaitable[None]]
+    ) -> None:
+        super().__init__(bus, spec)
+        self.handle = handle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        psub = await self._subscribe()
+        self.log.info("consumer_started", filters=self.spec.filter_subjects)
+        try:
+            while not stop.is_set():
+                msgs = await self._fetch(psub, self.spec.batch)
+                if not msgs:
+                    continue
+                batch = [Delivery(m) for m in msgs]
+                started = time.perf_counter()
+                try:
+                    await self.handle(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("batch_failed", first_seq=batch[0].seq, size=len(batch))
+                    delay = self.spec.nak_delay(batch[0].num_delivered)
+                    for m in msgs:
+                        with contextlib.suppress(Exception):
+                            await m.nak(delay=delay)
+                    EVENTS_CONSUMED.labels(self.spec.durable, "error").inc(len(msgs))
+                    continue
+                # Ack the last one only is not enough for explicit ack: ack each, concurrently.
+                await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
+                EVENTS_CONSUMED.labels(self.spec.durable, "ack").inc(len(msgs))
+                HANDLE_SECONDS.labels(self.spec.durable).observe(time.perf_counter() - started)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            self.log.info("consumer_stopped")
+
+
+class MaxDeliveries(msgspec.Struct, frozen=True):
+    """The JetStream advisory sent when a message runs out of deliveries."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int
+
+
+_advisory_decoder = msgspec.json.Decoder(MaxDeliveries)
+
+
+async def watch_max_deliveries(
+    bus: Bus, durable: str, on_exhausted: Callable[[MaxDeliveries, Any], Awaitable[None]]
+) -> Any:
+    """Subscribe to the MAX_DELIVERIES advisory of one consumer.
+
+    `on_exhausted(advisory, raw_msg)` gets the stored message (or None if it has aged out).
+    Returns the subscription; unsubscribe to stop.
+    """
+    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{bus.stream}.{durable}"
+    log = logger.bind(consumer=durable)
+
+    async def cb(msg: Msg) -> None:
+        try:
+            adv = _advisory_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            log.warning("bad_advisory")
+            return
+        try:
+            raw = await bus.get_msg(adv.stream_seq)
+        except NotFoundError:
+            raw = None
+        try:
+            await on_exhausted(adv, raw)
+        except Exception:
+            log.exception("dead_letter_handler_failed", stream_seq=adv.stream_seq)
+
+    return await bus.nc.subscribe(subject, cb=cb)

@@ -1,0 +1,57 @@
+"""Bus errors, and the message-flow signals a handler raises to steer redelivery."""
+
+from __future__ import annotations
+
+
+class BusError(Exception):
+    code = "bus_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ConcurrencyConflict(BusError):
+    """The session aggregate kept moving under us for every retry."""
+
+    code = "concurrency_conflict"
+
+
+class LockHeld(BusError):
+    """Another analysis holds the session lock."""
+
+    code = "analysis_in_progress"
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"analysis {holder} is still running in this session")
+        self.holder = holder
+
+
+class NotLockHolder(BusError):
+    code = "not_lock_holder"
+
+    def __init__(self, message_id: str, holder: str | None) -> None:
+        super().__init__(f"{message_id} does not hold the session lock (holder: {holder})")
+        self.holder = holder
+
+
+class SessionNotFound(BusError):
+    code = "session_not_found"
+
+
+# --- message-flow signals: not domain errors -------------------------------------------
+class Retry(Exception):
+    """Transient failure: nak and let JetStream redeliver after `delay` seconds."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class Reject(Exception):
+    """Permanent failure of the delivery itself: terminate it (no redelivery)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

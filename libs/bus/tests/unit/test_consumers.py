@@ -1,0 +1,142 @@
+import asyncio
+
+import msgspec
+from runstream.bus import (
+    BatchConsumer,
+    Bus,
+    ConsumerSpec,
+    Delivery,
+    MessageConsumer,
+    Reject,
+    Retry,
+    get_dataset,
+    put_dataset,
+    watch_max_deliveries,
+)
+from runstream.contracts import LogAppended, new_id, utcnow
+
+
+def _log(sid: str, mid: str, text: str) -> LogAppended:
+    return LogAppended(event_id=new_id(), at=utcnow(), session_id=sid, message_id=mid, text=text)
+
+
+async def test_provisioning_is_idempotent_and_sets_retention_and_dedupe(bus: Bus):
+    again = await bus.provision()
+    cfg = again.config
+    assert cfg.allow_direct is True
+    assert cfg.duplicate_window >= 120
+    assert cfg.max_age == bus.settings.max_age_s
+    assert cfg.subjects == [f"{bus.settings.prefix}.>"]
+
+
+async def test_published_events_carry_dedupe_type_and_trace_headers(bus: Bus):
+    event = _log("s1", "m1", "hello")
+    first = await bus.publish(event)
+    second = await bus.publish(event)
+    assert second.duplicate and second.seq == first.seq
+    raw = await bus.get_msg(first.seq)
+    assert raw.headers["Nats-Msg-Id"] == event.event_id
+    assert raw.headers["Rs-Type"] == "log_appended"
+    assert raw.subject == f"{bus.settings.prefix}.s1.msg.m1.log_appended"
+
+
+async def test_message_consumer_acks_retries_and_rejects(bus: Bus):
+    seen: dict[str, int] = {}
+    done = asyncio.Event()
+
+    async def handle(d: Delivery) -> None:
+        text = d.event.text
+        seen[text] = seen.get(text, 0) + 1
+        if text == "flaky" and d.num_delivered < 3:
+            raise Retry("not yet", delay=0.05)
+        if text == "poison":
+            raise Reject("never")
+        if seen.get("flaky", 0) >= 3 and "ok" in seen and "poison" in seen:
+            done.set()
+
+    for text in ("ok", "flaky", "poison"):
+        await bus.publish(_log("s", "m", text))
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="t1", filter_subjects=[bus.subjects.all], fetch_timeout_s=0.2)
+    task = asyncio.create_task(MessageConsumer(bus, spec, handle).run(stop))
+    await asyncio.wait_for(done.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert seen == {"ok": 1, "flaky": 3, "poison": 1}
+    info = await bus.js.consumer_info(bus.stream, "t1")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_message_that_exhausts_its_deliveries_raises_the_advisory(bus: Bus):
+    exhausted: asyncio.Queue = asyncio.Queue()
+
+    async def on_exhausted(adv, raw) -> None:
+        await exhausted.put((adv, raw))
+
+    sub = await watch_max_deliveries(bus, "t2", on_exhausted)
+
+    async def handle(d: Delivery) -> None:
+        raise Retry("always down", delay=0.01)
+
+    published = await bus.publish(_log("s", "m", "doomed"))
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="t2", filter_subjects=[bus.subjects.all], max_deliver=2,
+                        fetch_timeout_s=0.2)
+    task = asyncio.create_task(MessageConsumer(bus, spec, handle).run(stop))
+    adv, raw = await asyncio.wait_for(exhausted.get(), 10)
+    stop.set()
+    await task
+    await sub.unsubscribe()
+    assert adv.stream_seq == published.seq and adv.deliveries == 2
+    assert raw.seq == published.seq
+
+
+async def test_a_long_handler_is_kept_alive_by_in_progress_heartbeats(bus: Bus):
+    calls = 0
+    finished = asyncio.Event()
+
+    async def handle(d: Delivery) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(2.5)  # the behaviour under test: longer than ack_wait
+        finished.set()
+
+    await bus.publish(_log("s", "m", "slow"))
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="t3", filter_subjects=[bus.subjects.all], ack_wait_s=1.0,
+                        fetch_timeout_s=0.2)
+    task = asyncio.create_task(MessageConsumer(bus, spec, handle).run(stop))
+    await asyncio.wait_for(finished.wait(), 10)
+    stop.set()
+    await task
+    assert calls == 1, "no redelivery while the handler heartbeats"
+
+
+async def test_batch_consumer_hands_over_batches_in_order_and_acks_after(bus: Bus):
+    for i in range(50):
+        await bus.publish(_log("s", "m", str(i)))
+    got: list[int] = []
+
+    async def handle(batch: list[Delivery]) -> None:
+        got.extend(int(d.event.text) for d in batch)
+
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="proj", filter_subjects=[bus.subjects.all], batch=16,
+                        fetch_timeout_s=0.2, max_deliver=-1)
+    task = asyncio.create_task(BatchConsumer(bus, spec, handle).run(stop))
+
+    async def all_in() -> bool:
+        return len(got) >= 50
+
+    from runstream.testing import wait_until
+
+    await wait_until(all_in, timeout=10)
+    stop.set()
+    await task
+    assert got == list(range(50))
+
+
+async def test_datasets_round_trip_through_the_object_store(bus: Bus):
+    payload = msgspec.json.encode({"rows": list(range(1000))})
+    await put_dataset(bus, "ds1", payload)
+    assert await get_dataset(bus, "ds1") == payload
