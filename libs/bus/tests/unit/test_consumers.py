@@ -1,6 +1,7 @@
 import asyncio
 
 import msgspec
+
 from runstream.bus import (
     BatchConsumer,
     Bus,

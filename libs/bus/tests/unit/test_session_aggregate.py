@@ -2,6 +2,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+
 from runstream.bus import (
     Bus,
     LockHeld,

@@ -1,6 +1,7 @@
 """JetStream for Runstream: connect, provision, publish, consume, the session aggregate."""
 
 from runstream.bus.bus import Bus, Published, event_headers
+from runstream.bus.config import DatabaseSettings, ServiceSettings
 from runstream.bus.consumer import (
     BatchConsumer,
     ConsumerSpec,
@@ -31,6 +32,7 @@ __all__ = [
     "Committed",
     "ConcurrencyConflict",
     "ConsumerSpec",
+    "DatabaseSettings",
     "Delivery",
     "LockHeld",
     "MaxDeliveries",
@@ -39,6 +41,7 @@ __all__ = [
     "Published",
     "Reject",
     "Retry",
+    "ServiceSettings",
     "SessionAggregate",
     "SessionNotFound",
     "SessionState",

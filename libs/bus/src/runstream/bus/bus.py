@@ -13,6 +13,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
+
 from runstream.bus.settings import BusSettings
 from runstream.contracts import Event, Subjects, encode, type_of
 from runstream.telemetry import EVENTS_PUBLISHED, inject_headers

@@ -18,6 +18,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import NotFoundError
+
 from runstream.bus.bus import Bus
 from runstream.bus.errors import Reject, Retry
 from runstream.contracts import AnyEvent, DecodeError, decode

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import msgspec
 import structlog
 from nats.js.errors import APIError
+
 from runstream.bus.bus import Bus, Published
 from runstream.bus.errors import ConcurrencyConflict, LockHeld, NotLockHolder, SessionNotFound
 from runstream.contracts import (

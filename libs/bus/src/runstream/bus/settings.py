@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+
 from runstream.contracts import DEFAULT_PREFIX, STREAM_NAME
 
 
