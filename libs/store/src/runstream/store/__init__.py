@@ -1,1 +1,31 @@
-"""asyncpg pool, migrations, read-model queries."""
+"""asyncpg pool, SQL migrations, read-model queries."""
+
+from runstream.store.errors import InvalidSchemaName, StoreError
+from runstream.store.migrate import migrate, migrations
+from runstream.store.pool import (
+    DEFAULT_SCHEMA,
+    Store,
+    connect,
+    create_pool,
+    init_connection,
+    open_store,
+    validate_schema,
+)
+from runstream.store.queries import NOTIFY_CHANNEL, PROJECTOR, ReadModels
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "NOTIFY_CHANNEL",
+    "PROJECTOR",
+    "InvalidSchemaName",
+    "ReadModels",
+    "Store",
+    "StoreError",
+    "connect",
+    "create_pool",
+    "init_connection",
+    "migrate",
+    "migrations",
+    "open_store",
+    "validate_schema",
+]

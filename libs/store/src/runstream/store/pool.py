@@ -1,0 +1,105 @@
+"""The asyncpg pool: search_path pinned to one schema, JSON/JSONB through msgspec."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from runstream.store.errors import InvalidSchemaName
+
+DEFAULT_SCHEMA = "runstream"
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+
+def validate_schema(schema: str) -> str:
+    """Schema names are interpolated into DDL, so only plain lower-case identifiers pass."""
+    if not _SCHEMA_RE.fullmatch(schema):
+        raise InvalidSchemaName(f"schema must match {_SCHEMA_RE.pattern} (got {schema!r})")
+    return schema
+
+
+def _encode_json(value: Any) -> str:
+    return _json_encoder.encode(value).decode()
+
+
+def _decode_json(text: str) -> Any:
+    return _json_decoder.decode(text)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Codecs every Runstream connection uses: json/jsonb <-> Python builtins (and Structs)."""
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename,
+            encoder=_encode_json,
+            decoder=_decode_json,
+            schema="pg_catalog",
+            format="text",
+        )
+
+
+async def connect(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> asyncpg.Connection:
+    """One connection configured like the pool's (for listeners and one-off jobs)."""
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": validate_schema(schema)})
+    await init_connection(conn)
+    return conn
+
+
+async def create_pool(
+    dsn: str, *, schema: str = DEFAULT_SCHEMA, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": validate_schema(schema)},
+        init=init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass
+class Store:
+    """A pool over one schema, its DSN, and the read-model queries."""
+
+    dsn: str
+    schema: str
+    pool: asyncpg.Pool
+    read_models: Any  # ReadModels (typed loosely to keep this module free of queries)
+
+    async def close(self) -> None:
+        await self.read_models.close()
+        await self.pool.close()
+
+
+@asynccontextmanager
+async def open_store(
+    dsn: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    min_size: int = 1,
+    max_size: int = 10,
+    migrate: bool = True,
+) -> AsyncIterator[Store]:
+    """Open a pool (migrating the schema first, unless told not to) and close it on exit."""
+    from runstream.store.migrate import migrate as run_migrations
+    from runstream.store.queries import ReadModels
+
+    pool = await create_pool(dsn, schema=schema, min_size=min_size, max_size=max_size)
+    store = Store(dsn=dsn, schema=schema, pool=pool, read_models=ReadModels(pool, dsn=dsn))
+    try:
+        if migrate:
+            await run_migrations(pool, schema)
+        yield store
+    finally:
+        await store.close()

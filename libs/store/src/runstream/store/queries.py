@@ -1,0 +1,403 @@
+"""Read-model queries for the gateway and the CLI: plain dicts, each with `as_of_seq`.
+
+A read that spans several queries runs in one REPEATABLE READ read-only transaction, and
+reads the projector checkpoint inside that same snapshot. The projector commits rows and
+checkpoint together, so `as_of_seq` is exactly the last stream sequence the snapshot
+reflects: streaming from `after_seq=as_of_seq` yields precisely what it lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import asyncpg
+import structlog
+
+logger = structlog.get_logger()
+
+NOTIFY_CHANNEL = "rs_projected"
+PROJECTOR = "projector"
+
+_SESSION_COLS = """
+    session_id, owner, title, created_at, status, active_message_id, last_activity_at,
+    last_settled_at, last_read_at, has_notification, last_seq
+"""
+_MESSAGE_COLS = """
+    message_id, session_id, role, owner, user_message_id, reply_message_id, question, content,
+    status, attempt, created_at, started_at, settled_at, summary, error, result, script,
+    retry_of, dataset_id, last_seq
+"""
+_STEP_COLS = """
+    step, idx, total, status, progress, detail, attempt, started_at, ended_at, duration_ms,
+    error, error_code, eta_ms
+"""
+_LOG_COLS = "seq, event_id, at, level, text, step"
+_CHART_COLS = "chart_id, task_id, message_id, session_id, kind, title, spec, svg, created_at"
+_TASK_COLS = """
+    task_id, message_id, session_id, owner, status, progress, current_step, step_progress,
+    eta_ms, adjustment_query, force_create, auto, cancel_requested, error, error_code,
+    created_at, updated_at, last_seq
+"""
+_DATASET_COLS = """
+    dataset_id, session_id, name, format, object_name, table_name, size_bytes, row_count,
+    columns, sample_rows, created_at
+"""
+_ACTIVE_TASK = "status IN ('pending', 'running')"
+_CHECKPOINT_SQL = "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)"
+
+
+def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [dict(r) for r in records]
+
+
+class ReadModels:
+    """Queries over the read models of one schema (the pool's search_path).
+
+    `dsn` enables LISTEN-based `wait_for_seq` on a dedicated connection (not a pool
+    connection); without it waiting falls back to polling alone.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        dsn: str | None = None,
+        projector: str = PROJECTOR,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._projector = projector
+        self._poll_interval = poll_interval
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock = asyncio.Lock()
+        self._listener_retry_at = 0.0
+        self._notified = 0
+        self._waiters: set[tuple[int, asyncio.Future[None]]] = set()
+
+    # --- plumbing ---------------------------------------------------------------------
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                yield conn
+
+    async def _as_of(self, conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval(_CHECKPOINT_SQL, self._projector))
+
+    # --- sessions ---------------------------------------------------------------------
+    async def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session with its `lock` ({message_id, acquired_at, expires_at} or None)."""
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            row = await conn.fetchrow(
+                f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = $1", session_id
+            )
+            if row is None:
+                return None
+            lock = await conn.fetchrow(
+                "SELECT message_id, acquired_at, expires_at FROM session_locks"
+                " WHERE session_id = $1",
+                session_id,
+            )
+        return {**dict(row), "lock": dict(lock) if lock else None, "as_of_seq": as_of}
+
+    async def list_sessions(self, owner: str, *, limit: int = 200) -> dict[str, Any]:
+        """{sessions: [session, most recently active first], as_of_seq}."""
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            rows = await conn.fetch(
+                f"""
+                SELECT {_SESSION_COLS} FROM sessions WHERE owner = $1
+                ORDER BY coalesce(last_activity_at, created_at) DESC, session_id
+                LIMIT $2
+                """,
+                owner,
+                limit,
+            )
+        return {"sessions": _rows(rows), "as_of_seq": as_of}
+
+    # --- messages ---------------------------------------------------------------------
+    async def list_messages(self, session_id: str) -> dict[str, Any]:
+        """{session_id, messages: [oldest first, each with `charts`], as_of_seq}."""
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            rows = await conn.fetch(
+                f"SELECT {_MESSAGE_COLS} FROM messages WHERE session_id = $1 ORDER BY sort_key",
+                session_id,
+            )
+            charts = await conn.fetch(
+                f"SELECT {_CHART_COLS} FROM charts WHERE session_id = $1 ORDER BY seq",
+                session_id,
+            )
+        by_message: dict[str, list[dict[str, Any]]] = {}
+        for chart in charts:
+            by_message.setdefault(chart["message_id"], []).append(dict(chart))
+        messages = [{**dict(r), "charts": by_message.get(r["message_id"], [])} for r in rows]
+        return {"session_id": session_id, "messages": messages, "as_of_seq": as_of}
+
+    async def get_message(self, message_id: str, *, details: bool = True) -> dict[str, Any] | None:
+        """The message with `steps` (by idx), `logs` (by seq), `charts`, and `as_of_seq`.
+
+        `details=False` skips steps, logs and charts (a cheap existence/owner/status check).
+        """
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            row = await conn.fetchrow(
+                f"SELECT {_MESSAGE_COLS} FROM messages WHERE message_id = $1", message_id
+            )
+            if row is None:
+                return None
+            message = {**dict(row), "as_of_seq": as_of}
+            if details:
+                message.update(await self._message_details(conn, message_id))
+        return message
+
+    async def _message_details(self, conn: asyncpg.Connection, message_id: str) -> dict[str, Any]:
+        steps = await conn.fetch(
+            f"SELECT {_STEP_COLS} FROM message_steps WHERE message_id = $1 ORDER BY idx, step",
+            message_id,
+        )
+        logs = await conn.fetch(
+            f"SELECT {_LOG_COLS} FROM message_logs WHERE message_id = $1 ORDER BY seq",
+            message_id,
+        )
+        charts = await conn.fetch(
+            f"SELECT {_CHART_COLS} FROM charts WHERE message_id = $1 ORDER BY seq", message_id
+        )
+        return {"steps": _rows(steps), "logs": _rows(logs), "charts": _rows(charts)}
+
+    async def get_logs(
+        self, message_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        """{message_id, logs: [seq > after_seq, by seq], has_more, as_of_seq}.
+
+        With `has_more`, ask again from the last returned seq before streaming.
+        """
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            rows = await conn.fetch(
+                f"""
+                SELECT {_LOG_COLS} FROM message_logs
+                WHERE message_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+                """,
+                message_id,
+                after_seq,
+                limit + 1,
+            )
+        return {
+            "message_id": message_id,
+            "logs": _rows(rows[:limit]),
+            "has_more": len(rows) > limit,
+            "as_of_seq": as_of,
+        }
+
+    async def analysis_status(self, session_id: str) -> dict[str, Any] | None:
+        """The page-refresh call: {session_id, is_analyzing, message_id, status, logs, steps,
+        lock, as_of_seq}. The message is the active one while analyzing, else the latest
+        analysis of the session (None in a session that never ran one)."""
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            session = await conn.fetchrow(
+                "SELECT status, active_message_id FROM sessions WHERE session_id = $1",
+                session_id,
+            )
+            if session is None:
+                return None
+            is_analyzing = session["status"] == "analyzing"
+            message = None
+            if is_analyzing and session["active_message_id"]:
+                message = await conn.fetchrow(
+                    "SELECT message_id, status FROM messages WHERE message_id = $1",
+                    session["active_message_id"],
+                )
+            if message is None:
+                message = await conn.fetchrow(
+                    """
+                    SELECT message_id, status FROM messages
+                    WHERE session_id = $1 AND role = 'assistant'
+                    ORDER BY sort_key DESC LIMIT 1
+                    """,
+                    session_id,
+                )
+            lock = await conn.fetchrow(
+                "SELECT message_id, acquired_at, expires_at FROM session_locks"
+                " WHERE session_id = $1",
+                session_id,
+            )
+            logs: list[dict[str, Any]] = []
+            steps: list[dict[str, Any]] = []
+            if message is not None:
+                details = await self._message_details(conn, message["message_id"])
+                logs, steps = details["logs"], details["steps"]
+        return {
+            "session_id": session_id,
+            "is_analyzing": is_analyzing,
+            "message_id": message["message_id"] if message else None,
+            "status": message["status"] if message else None,
+            "logs": logs,
+            "steps": steps,
+            "lock": dict(lock) if lock else None,
+            "as_of_seq": as_of,
+        }
+
+    # --- datasets ---------------------------------------------------------------------
+    async def get_dataset(self, dataset_id: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_DATASET_COLS} FROM datasets WHERE dataset_id = $1", dataset_id
+        )
+        return dict(row) if row else None
+
+    async def list_datasets(self, session_id: str) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            f"SELECT {_DATASET_COLS} FROM datasets WHERE session_id = $1"
+            " ORDER BY created_at, dataset_id",
+            session_id,
+        )
+        return _rows(rows)
+
+    # --- charts -----------------------------------------------------------------------
+    async def get_chart_task(self, task_id: str) -> dict[str, Any] | None:
+        """The task (progress, current_step, step_progress, eta_ms, ...) with its `chart`."""
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            row = await conn.fetchrow(
+                f"SELECT {_TASK_COLS} FROM chart_tasks WHERE task_id = $1", task_id
+            )
+            if row is None:
+                return None
+            chart = await conn.fetchrow(
+                f"SELECT {_CHART_COLS} FROM charts WHERE task_id = $1 ORDER BY seq DESC LIMIT 1",
+                task_id,
+            )
+        return {**dict(row), "chart": dict(chart) if chart else None, "as_of_seq": as_of}
+
+    async def list_charts(self, message_id: str) -> dict[str, Any]:
+        """{message_id, charts, active_tasks, has_active_tasks, as_of_seq}."""
+        async with self._snapshot() as conn:
+            as_of = await self._as_of(conn)
+            charts = await conn.fetch(
+                f"SELECT {_CHART_COLS} FROM charts WHERE message_id = $1 ORDER BY seq",
+                message_id,
+            )
+            tasks = await conn.fetch(
+                f"""
+                SELECT {_TASK_COLS} FROM chart_tasks
+                WHERE message_id = $1 AND {_ACTIVE_TASK} ORDER BY created_at, task_id
+                """,
+                message_id,
+            )
+        return {
+            "message_id": message_id,
+            "charts": _rows(charts),
+            "active_tasks": _rows(tasks),
+            "has_active_tasks": bool(tasks),
+            "as_of_seq": as_of,
+        }
+
+    # --- operations -------------------------------------------------------------------
+    async def list_dead_letters(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Deliveries that ran out of attempts, newest first."""
+        rows = await self._pool.fetch(
+            """
+            SELECT seq, message_id, session_id, consumer, stream_seq, deliveries, subject,
+                   reason, at
+            FROM dead_letters ORDER BY at DESC, seq DESC LIMIT $1
+            """,
+            limit,
+        )
+        return _rows(rows)
+
+    async def list_poison_events(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Events the projector could not decode or fold (kept for a later rebuild)."""
+        rows = await self._pool.fetch(
+            "SELECT seq, subject, data, error, at FROM poison_events ORDER BY seq DESC LIMIT $1",
+            limit,
+        )
+        return _rows(rows)
+
+    async def step_eta_ms(self, step: str) -> int | None:
+        """The running mean duration of a step, the basis of every ETA (None before data)."""
+        mean = await self._pool.fetchval("SELECT mean_ms FROM step_durations WHERE step = $1", step)
+        return None if mean is None else round(mean)
+
+    async def checkpoint(self, name: str = PROJECTOR) -> int:
+        return int(await self._pool.fetchval(_CHECKPOINT_SQL, name))
+
+    # --- waiting on a position --------------------------------------------------------
+    async def wait_for_seq(self, seq: int, timeout: float) -> bool:
+        """True once the projector checkpoint is >= seq; False at the timeout.
+
+        Woken by NOTIFY on `rs_projected` (one shared listener connection per ReadModels,
+        outside the pool), with a poll every `poll_interval` as the fallback. A pool
+        connection is only borrowed for each single checkpoint read.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        if self._notified >= seq:
+            return True
+        await self._ensure_listener()
+        waiter: tuple[int, asyncio.Future[None]] = (seq, loop.create_future())
+        self._waiters.add(waiter)  # registered before the first read: no lost wake-up
+        try:
+            while True:
+                if waiter[1].done() or await self.checkpoint() >= seq:
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(waiter[1]), min(remaining, self._poll_interval)
+                    )
+                if waiter[1].done():
+                    return True
+        finally:
+            self._waiters.discard(waiter)
+            if not waiter[1].done():
+                waiter[1].cancel()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            seq = int(payload)
+        except ValueError:
+            return
+        self._notified = max(self._notified, seq)
+        for target, fut in list(self._waiters):
+            if target <= seq and not fut.done():
+                fut.set_result(None)
+
+    def _on_listener_lost(self, _conn: object) -> None:
+        self._listener = None
+
+    async def _ensure_listener(self) -> None:
+        if self._dsn is None or self._listener is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._listener_retry_at:
+            return
+        async with self._listener_lock:
+            if self._listener is not None:
+                return
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                conn.add_termination_listener(self._on_listener_lost)
+            except (OSError, asyncpg.PostgresError) as exc:
+                # Polling still works; try LISTEN again in a while.
+                self._listener_retry_at = loop.time() + 5.0
+                logger.warning("store.listen_failed", error=str(exc))
+                return
+            self._listener = conn
+
+    async def close(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            with suppress(OSError, asyncpg.PostgresError):
+                await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await conn.close()
+        for _, fut in list(self._waiters):
+            fut.cancel()

@@ -1,0 +1,581 @@
+"""Fold one event into the read models, inside the caller's transaction.
+
+Every statement is deterministic in (seq, event): times come from the event, never from
+the clock, so folding the same stream twice gives identical rows (rebuild relies on it).
+Terminal statuses are sticky: once a message or chart task is settled, later events may
+still land in logs but never change its status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from runstream.contracts import (
+    AnalysisRequested,
+    AnalysisSettled,
+    AnalysisStarted,
+    ChartCancelled,
+    ChartCancelRequested,
+    ChartCompleted,
+    ChartEvent,
+    ChartFailed,
+    ChartProgressed,
+    ChartRequested,
+    ChartStarted,
+    DatasetAttached,
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    LockRenewed,
+    LogAppended,
+    MessageEvent,
+    ScriptGenerated,
+    SessionCreated,
+    SessionEvent,
+    SessionRead,
+    StepCompleted,
+    StepFailed,
+    StepProgressed,
+    StepStarted,
+)
+
+MESSAGE_TERMINAL = ("completed", "failed", "cancelled", "expired")
+TASK_TERMINAL = ("completed", "failed", "cancelled")
+_NOT_TERMINAL = "status NOT IN ('completed', 'failed', 'cancelled', 'expired')"
+_TASK_OPEN = "status NOT IN ('completed', 'failed', 'cancelled')"
+
+
+def _builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value) if value is not None else None
+
+
+async def fold_event(conn: asyncpg.Connection, seq: int, subject: str, event: Event) -> None:
+    """Apply one decoded event at stream sequence `seq` (the caller owns the transaction)."""
+    match event:
+        # --- session aggregate --------------------------------------------------------
+        case SessionCreated():
+            await conn.execute(
+                """
+                INSERT INTO sessions (session_id, owner, title, created_at, last_activity_at,
+                                      last_seq)
+                VALUES ($1, $2, $3, $4, $4, $5)
+                ON CONFLICT (session_id) DO NOTHING
+                """,
+                event.session_id,
+                event.owner,
+                event.title,
+                event.at,
+                seq,
+            )
+        case DatasetAttached():
+            await conn.execute(
+                """
+                INSERT INTO datasets (dataset_id, session_id, name, format, object_name,
+                                      table_name, size_bytes, row_count, columns, sample_rows,
+                                      created_at, last_seq)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                ON CONFLICT (dataset_id) DO NOTHING
+                """,
+                event.dataset_id,
+                event.session_id,
+                event.name,
+                event.format,
+                event.object_name,
+                event.table_name,
+                event.size_bytes,
+                event.row_count,
+                _builtins(event.columns),
+                event.sample_rows,
+                event.at,
+                seq,
+            )
+        case AnalysisRequested():
+            await _analysis_requested(conn, seq, event)
+        case LockRenewed():
+            pass  # the lock itself is synced below, as for every session event
+        case AnalysisSettled():
+            await _analysis_settled(conn, seq, event)
+        case SessionRead():
+            await conn.execute(
+                """
+                UPDATE sessions SET last_read_at = $2, has_notification = false
+                WHERE session_id = $1
+                """,
+                event.session_id,
+                event.at,
+            )
+        # --- message aggregate --------------------------------------------------------
+        case AnalysisStarted():
+            await conn.execute(
+                f"""
+                UPDATE messages SET status = 'running', attempt = greatest(attempt, $3),
+                                    started_at = coalesce(started_at, $2)
+                WHERE message_id = $1 AND {_NOT_TERMINAL}
+                """,
+                event.message_id,
+                event.at,
+                event.attempt,
+            )
+        case StepStarted() | StepProgressed() | StepCompleted() | StepFailed():
+            await _step(conn, seq, event)
+        case LogAppended():
+            await conn.execute(
+                """
+                INSERT INTO message_logs (message_id, seq, event_id, session_id, at, level,
+                                          text, step)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT DO NOTHING
+                """,
+                event.message_id,
+                seq,
+                event.event_id,
+                event.session_id,
+                event.at,
+                event.level,
+                event.text,
+                event.step,
+            )
+        case ScriptGenerated():
+            script = {
+                "sql": event.sql,
+                "explanation": event.explanation,
+                "planner": event.planner,
+                "dataset": _builtins(event.dataset),
+            }
+            await conn.execute(
+                f"UPDATE messages SET script = $2 WHERE message_id = $1 AND {_NOT_TERMINAL}",
+                event.message_id,
+                script,
+            )
+        case ExecutionCompleted():
+            result = {
+                "columns": _builtins(event.columns),
+                "rows": event.rows,
+                "row_count": event.row_count,
+                "truncated": event.truncated,
+                "markdown": event.markdown,
+                "duration_ms": event.duration_ms,
+            }
+            await conn.execute(
+                f"""
+                UPDATE messages SET result = $2, error = NULL
+                WHERE message_id = $1 AND {_NOT_TERMINAL}
+                """,
+                event.message_id,
+                result,
+            )
+        case ExecutionFailed():
+            # Only the detail: the status changes on analysis_settled alone.
+            error = {
+                "code": event.kind,
+                "message": event.error,
+                "step": "execute",
+                "details": {"duration_ms": event.duration_ms},
+            }
+            await conn.execute(
+                f"UPDATE messages SET error = $2 WHERE message_id = $1 AND {_NOT_TERMINAL}",
+                event.message_id,
+                error,
+            )
+        # --- chart-task aggregate -----------------------------------------------------
+        case ChartRequested():
+            await conn.execute(
+                """
+                INSERT INTO chart_tasks (task_id, message_id, session_id, owner, status,
+                                         adjustment_query, force_create, auto, created_at,
+                                         updated_at, last_seq)
+                VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $8, $9)
+                ON CONFLICT (task_id) DO NOTHING
+                """,
+                event.task_id,
+                event.message_id,
+                event.session_id,
+                event.owner,
+                event.adjustment_query,
+                event.force_create,
+                event.auto,
+                event.at,
+                seq,
+            )
+        case ChartStarted():
+            await conn.execute(
+                f"""
+                UPDATE chart_tasks SET status = 'running', eta_ms = coalesce($2, eta_ms)
+                WHERE task_id = $1 AND {_TASK_OPEN}
+                """,
+                event.task_id,
+                event.eta_ms,
+            )
+        case ChartProgressed():
+            await conn.execute(
+                f"""
+                UPDATE chart_tasks SET status = 'running', progress = $2, current_step = $3,
+                                       step_progress = $4, eta_ms = coalesce($5, eta_ms)
+                WHERE task_id = $1 AND {_TASK_OPEN}
+                """,
+                event.task_id,
+                event.progress,
+                event.current_step,
+                event.step_progress,
+                event.eta_ms,
+            )
+        case ChartCompleted():
+            await _chart_completed(conn, seq, event)
+        case ChartFailed():
+            await conn.execute(
+                f"""
+                UPDATE chart_tasks SET status = 'failed', error = $2, error_code = $3,
+                                       eta_ms = NULL
+                WHERE task_id = $1 AND {_TASK_OPEN}
+                """,
+                event.task_id,
+                event.error,
+                event.code,
+            )
+        case ChartCancelRequested():
+            await conn.execute(
+                f"""
+                UPDATE chart_tasks SET cancel_requested = true
+                WHERE task_id = $1 AND {_TASK_OPEN}
+                """,
+                event.task_id,
+            )
+        case ChartCancelled():
+            await conn.execute(
+                f"""
+                UPDATE chart_tasks SET status = 'cancelled', eta_ms = NULL
+                WHERE task_id = $1 AND {_TASK_OPEN}
+                """,
+                event.task_id,
+            )
+        case _:
+            pass  # execution_started, cancel_requested, future types: positions only
+    await _advance(conn, seq, event)
+
+
+async def _advance(conn: asyncpg.Connection, seq: int, event: Event) -> None:
+    """What every event moves: last_seq / activity of its session and entity, the lock."""
+    await conn.execute(
+        """
+        UPDATE sessions SET last_seq = $2, last_activity_at = greatest(last_activity_at, $3)
+        WHERE session_id = $1
+        """,
+        event.session_id,
+        seq,
+        event.at,
+    )
+    if isinstance(event, SessionEvent):
+        await _sync_lock(conn, event)
+    if isinstance(event, MessageEvent):
+        await conn.execute(
+            "UPDATE messages SET last_seq = $2 WHERE message_id = $1", event.message_id, seq
+        )
+    if isinstance(event, ChartEvent):
+        await conn.execute(
+            "UPDATE chart_tasks SET last_seq = $2, updated_at = greatest(updated_at, $3)"
+            " WHERE task_id = $1",
+            event.task_id,
+            seq,
+            event.at,
+        )
+
+
+async def _sync_lock(conn: asyncpg.Connection, event: SessionEvent) -> None:
+    """Every session event carries the whole lock state after it: mirror it exactly."""
+    if event.lock is None:
+        await conn.execute("DELETE FROM session_locks WHERE session_id = $1", event.session_id)
+        return
+    await conn.execute(
+        """
+        INSERT INTO session_locks (session_id, message_id, acquired_at, expires_at)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (session_id) DO UPDATE
+        SET message_id = excluded.message_id, acquired_at = excluded.acquired_at,
+            expires_at = excluded.expires_at
+        """,
+        event.session_id,
+        event.lock.message_id,
+        event.lock.acquired_at,
+        event.lock.expires_at,
+    )
+
+
+async def _analysis_requested(conn: asyncpg.Connection, seq: int, event: AnalysisRequested) -> None:
+    await conn.executemany(
+        """
+        INSERT INTO messages (message_id, session_id, role, owner, user_message_id,
+                              reply_message_id, question, content, status, created_at,
+                              sort_key, retry_of, dataset_id, last_seq)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        ON CONFLICT (message_id) DO NOTHING
+        """,
+        [
+            (
+                event.user_message_id, event.session_id, "user", event.owner, None,
+                event.message_id, event.question, event.question, "completed", event.at,
+                seq * 2, event.retry_of, event.dataset_id, seq,
+            ),
+            (
+                event.message_id, event.session_id, "assistant", event.owner,
+                event.user_message_id, None, event.question, None, "pending", event.at,
+                seq * 2 + 1, event.retry_of, event.dataset_id, seq,
+            ),
+        ],
+    )  # fmt: skip
+    await conn.execute(
+        """
+        UPDATE sessions SET status = 'analyzing', active_message_id = $2
+        WHERE session_id = $1
+        """,
+        event.session_id,
+        event.message_id,
+    )
+
+
+async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisSettled) -> None:
+    settled = await conn.fetchval(
+        f"""
+        UPDATE messages
+        SET status = $2, summary = $3, content = $3, settled_at = $4,
+            error = coalesce($5, CASE WHEN $2 = 'completed' THEN NULL ELSE error END)
+        WHERE message_id = $1 AND {_NOT_TERMINAL}
+        RETURNING true
+        """,
+        event.message_id,
+        event.status,
+        event.summary,
+        event.at,
+        _builtins(event.error),
+    )
+    already_settled = not settled and await conn.fetchval(
+        "SELECT true FROM messages WHERE message_id = $1", event.message_id
+    )
+    if not already_settled:
+        # Steps still open when the analysis ends did not finish: close them.
+        await conn.execute(
+            """
+            UPDATE message_steps
+            SET status = CASE WHEN $2 = 'failed' THEN 'failed'
+                              WHEN $2 = 'completed' THEN 'completed'
+                              ELSE 'cancelled' END,
+                ended_at = coalesce(ended_at, $3), eta_ms = NULL
+            WHERE message_id = $1 AND status IN ('pending', 'running')
+            """,
+            event.message_id,
+            event.status,
+            event.at,
+        )
+        await conn.execute(
+            """
+            UPDATE sessions SET last_settled_at = $2, has_notification = true
+            WHERE session_id = $1
+            """,
+            event.session_id,
+            event.at,
+        )
+    await conn.execute(
+        "UPDATE messages SET last_seq = $2 WHERE message_id = $1", event.message_id, seq
+    )
+    await conn.execute(
+        """
+        UPDATE sessions SET status = 'idle', active_message_id = NULL
+        WHERE session_id = $1 AND active_message_id = $2
+        """,
+        event.session_id,
+        event.message_id,
+    )
+    if event.dead_letter is not None:
+        dl = event.dead_letter
+        reason = event.error.message if event.error else (event.summary or event.status)
+        await conn.execute(
+            """
+            INSERT INTO dead_letters (seq, message_id, session_id, consumer, stream_seq,
+                                      deliveries, subject, reason, at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (seq) DO NOTHING
+            """,
+            seq,
+            event.message_id,
+            event.session_id,
+            dl.consumer,
+            dl.stream_seq,
+            dl.deliveries,
+            dl.subject,
+            reason,
+            event.at,
+        )
+
+
+StepEvent = StepStarted | StepProgressed | StepCompleted | StepFailed
+
+
+async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
+    status = await conn.fetchval(
+        "SELECT status FROM messages WHERE message_id = $1", event.message_id
+    )
+    if status in MESSAGE_TERMINAL:
+        return  # a late step of a settled analysis changes nothing
+    mean = await conn.fetchval("SELECT mean_ms FROM step_durations WHERE step = $1", event.step)
+    match event:
+        case StepStarted():
+            eta = event.eta_ms if event.eta_ms is not None else _round(mean)
+            await conn.execute(
+                """
+                INSERT INTO message_steps (message_id, step, session_id, idx, total, status,
+                                           progress, attempt, started_at, eta_ms, last_seq)
+                VALUES ($1, $2, $3, $4, $5, 'running', 0, $6, $7, $8, $9)
+                ON CONFLICT (message_id, step) DO UPDATE
+                SET idx = excluded.idx, total = excluded.total, status = 'running',
+                    progress = 0, detail = '', attempt = excluded.attempt,
+                    started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
+                    error = NULL, error_code = NULL, eta_ms = excluded.eta_ms,
+                    last_seq = excluded.last_seq
+                """,
+                event.message_id,
+                event.step,
+                event.session_id,
+                event.index,
+                event.total,
+                event.attempt,
+                event.at,
+                eta,
+                seq,
+            )
+        case StepProgressed():
+            row = await _ensure_step(conn, seq, event)
+            eta = _progress_eta(row["started_at"], event, mean)
+            await conn.execute(
+                """
+                UPDATE message_steps
+                SET status = 'running', progress = $3, detail = $4,
+                    eta_ms = coalesce($5, eta_ms), last_seq = $6
+                WHERE message_id = $1 AND step = $2
+                """,
+                event.message_id,
+                event.step,
+                event.progress,
+                event.detail,
+                eta,
+                seq,
+            )
+        case StepCompleted():
+            row = await _ensure_step(conn, seq, event)
+            await conn.execute(
+                """
+                UPDATE message_steps
+                SET status = 'completed', progress = 100, ended_at = $3, duration_ms = $4,
+                    eta_ms = 0, error = NULL, error_code = NULL, mean_counted = true,
+                    last_seq = $5
+                WHERE message_id = $1 AND step = $2
+                """,
+                event.message_id,
+                event.step,
+                event.at,
+                event.duration_ms,
+                seq,
+            )
+            if not row["mean_counted"]:
+                await conn.execute(
+                    """
+                    INSERT INTO step_durations (step, count, mean_ms) VALUES ($1, 1, $2)
+                    ON CONFLICT (step) DO UPDATE
+                    SET count = step_durations.count + 1,
+                        mean_ms = step_durations.mean_ms
+                                  + ($2 - step_durations.mean_ms) / (step_durations.count + 1)
+                    """,
+                    event.step,
+                    float(event.duration_ms),
+                )
+        case StepFailed():
+            await _ensure_step(conn, seq, event)
+            await conn.execute(
+                """
+                UPDATE message_steps
+                SET status = 'failed', ended_at = $3,
+                    duration_ms = coalesce($4, duration_ms), error = $5, error_code = $6,
+                    eta_ms = NULL, last_seq = $7
+                WHERE message_id = $1 AND step = $2
+                """,
+                event.message_id,
+                event.step,
+                event.at,
+                event.duration_ms,
+                event.error,
+                event.code,
+                seq,
+            )
+
+
+async def _ensure_step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> asyncpg.Record:
+    """The step row, created as running when its step_started never reached us."""
+    row = await conn.fetchrow(
+        "SELECT started_at, mean_counted FROM message_steps WHERE message_id = $1 AND step = $2",
+        event.message_id,
+        event.step,
+    )
+    if row is not None:
+        return row
+    return await conn.fetchrow(
+        """
+        INSERT INTO message_steps (message_id, step, session_id, status, attempt, last_seq)
+        VALUES ($1, $2, $3, 'running', $4, $5)
+        RETURNING started_at, mean_counted
+        """,
+        event.message_id,
+        event.step,
+        event.session_id,
+        event.attempt,
+        seq,
+    )
+
+
+def _round(value: float | None) -> int | None:
+    return None if value is None else max(0, round(value))
+
+
+def _progress_eta(started_at: Any, event: StepProgressed, mean: float | None) -> int | None:
+    """Remaining time: the running mean minus elapsed, else extrapolated from progress."""
+    if started_at is None:
+        return None
+    elapsed_ms = (event.at - started_at).total_seconds() * 1000
+    if mean is not None:
+        return max(0, round(mean - elapsed_ms))
+    if event.progress > 0:
+        return max(0, round(elapsed_ms * (100 - event.progress) / event.progress))
+    return None
+
+
+async def _chart_completed(conn: asyncpg.Connection, seq: int, event: ChartCompleted) -> None:
+    status = await conn.fetchval("SELECT status FROM chart_tasks WHERE task_id = $1", event.task_id)
+    if status == "cancelled":
+        return  # the user withdrew it: the late chart is not shown
+    await conn.execute(
+        f"""
+        UPDATE chart_tasks SET status = 'completed', progress = 100, step_progress = 100,
+                               eta_ms = 0, error = NULL
+        WHERE task_id = $1 AND {_TASK_OPEN}
+        """,
+        event.task_id,
+    )
+    await conn.execute(
+        """
+        INSERT INTO charts (chart_id, task_id, message_id, session_id, kind, title, spec, svg,
+                            duration_ms, created_at, seq)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (chart_id) DO NOTHING
+        """,
+        event.chart_id,
+        event.task_id,
+        event.message_id,
+        event.session_id,
+        event.kind,
+        event.title,
+        event.spec,
+        event.svg,
+        event.duration_ms,
+        event.at,
+        seq,
+    )
