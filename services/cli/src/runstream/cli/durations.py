@@ -1,0 +1,27 @@
+"""Durations as people write them: 90s, 30m, 24h, 7d, 1d12h."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `30m`, `24h`, `7d`, `1d12h`, `90s`; raise ValueError for anything else."""
+    cleaned = text.strip().lower()
+    if not cleaned:
+        raise ValueError("empty duration")
+    pos, seconds = 0, 0.0
+    for match in _PART.finditer(cleaned):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(cleaned):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d)")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return timedelta(seconds=seconds)

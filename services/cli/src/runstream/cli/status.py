@@ -1,0 +1,123 @@
+"""`runstream status`: the stream, its consumers, and how far the projector has folded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from nats.js.errors import NotFoundError
+
+from runstream.bus import Bus
+from runstream.cli.settings import CliSettings
+
+PROJECTOR_CHECKPOINT = "projector"
+
+
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return "never"
+    seconds = (datetime.now(UTC) - when).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+async def projector_checkpoint(settings: CliSettings) -> int | None:
+    """The projector's checkpoint, or None when Postgres or the table is not there."""
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=3)
+    except Exception:
+        return None
+    try:
+        schema = settings.db_schema
+        value = await conn.fetchval(
+            f'SELECT seq FROM "{schema}".projection_checkpoints WHERE name = $1',
+            PROJECTOR_CHECKPOINT,
+        )
+        return int(value or 0)
+    except asyncpg.PostgresError:
+        return None
+    finally:
+        await conn.close()
+
+
+async def collect(settings: CliSettings) -> dict[str, Any]:
+    async with Bus.connect(settings.bus(), name="runstream-status") as bus:
+        try:
+            info = await bus.js.stream_info(bus.stream)
+        except NotFoundError:
+            return {"stream": None}
+        consumers = await bus.js.consumers_info(bus.stream)
+    state = info.state
+    rows = []
+    for c in sorted(consumers, key=lambda c: c.name):
+        delivered = c.delivered
+        rows.append({
+            "name": c.name,
+            "filter": c.config.filter_subject or ", ".join(c.config.filter_subjects or []),
+            "pending": c.num_pending or 0,
+            "ack_pending": c.num_ack_pending or 0,
+            "redelivered": c.num_redelivered or 0,
+            "waiting_pulls": c.num_waiting or 0,
+            "delivered_seq": delivered.stream_seq if delivered else 0,
+            "last_active": delivered.last_active if delivered else None,
+        })
+    checkpoint = await projector_checkpoint(settings)
+    return {
+        "stream": {
+            "name": info.config.name,
+            "messages": state.messages,
+            "bytes": state.bytes,
+            "first_seq": state.first_seq,
+            "last_seq": state.last_seq,
+            "consumers": state.consumer_count,
+        },
+        "consumers": rows,
+        "checkpoint": checkpoint,
+        "lag": None if checkpoint is None else max(state.last_seq - checkpoint, 0),
+    }
+
+
+def render(report: dict[str, Any], nats_url: str) -> str:
+    stream = report["stream"]
+    if stream is None:
+        return f"no stream on {nats_url} (has `runstream up` or the projector run yet?)"
+    lines = [
+        f"stream {stream['name']} on {nats_url}",
+        f"  messages {stream['messages']}  bytes {_size(stream['bytes'])}  "
+        f"first seq {stream['first_seq']}  last seq {stream['last_seq']}",
+        "",
+        f"consumers ({len(report['consumers'])}):",
+        f"  {'name':<24}{'pending':>9}{'ack pend':>10}{'redeliv':>9}{'pulls':>7}  last active",
+    ]
+    for c in report["consumers"]:
+        lines.append(
+            f"  {c['name']:<24}{c['pending']:>9}{c['ack_pending']:>10}{c['redelivered']:>9}"
+            f"{c['waiting_pulls']:>7}  {_ago(c['last_active'])}"
+        )
+    live = [c["name"] for c in report["consumers"] if c["waiting_pulls"] > 0]
+    lines.append("")
+    lines.append(
+        "workers polling now: " + (", ".join(live) if live else "none")
+        + "  (a consumer with waiting pull requests has at least one live worker)"
+    )
+    if report["checkpoint"] is None:
+        lines.append("projector: no checkpoint readable in Postgres")
+    else:
+        lines.append(
+            f"projector: checkpoint {report['checkpoint']} of {stream['last_seq']} "
+            f"(lag {report['lag']})"
+        )
+    return "\n".join(lines)
