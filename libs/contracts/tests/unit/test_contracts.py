@@ -3,6 +3,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+
 from runstream.contracts import (
     ALL_EVENTS,
     EVENT_TYPES,

@@ -1,4 +1,5 @@
 import asyncpg
+
 from runstream.testing import wait_until
 
 

@@ -41,6 +41,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream()
         self.subjects = Subjects(settings.prefix)
         self.stream = settings.stream
+        self.live_subject = f"live.{settings.prefix}.>"
 
     @classmethod
     @asynccontextmanager
@@ -88,6 +89,10 @@ class Bus:
             num_replicas=self.settings.replicas,
             allow_direct=True,
             discard=api.DiscardPolicy.OLD,
+            # Every stored message is re-sent on `live.<prefix>.>` with Nats-Sequence and
+            # Nats-Last-Sequence headers: gateways fan out from one core subscription
+            # and still know each frame's stream position (and notice a gap).
+            republish=api.RePublish(src=self.subjects.all, dest=self.live_subject),
         )
 
     async def provision(self) -> api.StreamInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from runstream.contracts.base import Event
 from runstream.contracts.chart import CHART_EVENTS, ChartEventT
 from runstream.contracts.message import MESSAGE_EVENTS, MessageEventT

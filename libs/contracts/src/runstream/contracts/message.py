@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
 from runstream.contracts.base import Column, Event, LogLevel
 
 ExecutionErrorKind = Literal["sql", "timeout", "memory", "sandbox", "cancelled"]

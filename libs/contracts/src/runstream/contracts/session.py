@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+
 from runstream.contracts.base import Column, DeadLetter, ErrorInfo, Event, SettledStatus
 
 

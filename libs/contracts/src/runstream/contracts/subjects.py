@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+
 from runstream.contracts.errors import InvalidSubject
 from runstream.contracts.ids import is_valid_id, validate_id
 
