@@ -9,10 +9,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
-from projector_helpers import SCHEMA, Fold, Script
 
 from runstream.projector.projector import Projector
 from runstream.store import ReadModels, create_pool, migrate
+from services.projector.tests.unit.projector_helpers import SCHEMA, Fold, Script
 
 
 @pytest_asyncio.fixture

@@ -136,3 +136,95 @@ class Fold:
         seqs = await self.script.publish(*events)
         items = await read_items(self.js, self.stream.stream, seqs)
         return await self.projector.apply_batch(items)
+
+
+async def publish_story(script: Script) -> list[int]:
+    """A whole session: dataset, a completed analysis with a chart, a cancelled one, a
+    dead-lettered one, an ad hoc chart task, a read marker, and one poison message."""
+    from runstream.contracts import (
+        AnalysisStarted,
+        ChartCompleted,
+        ChartProgressed,
+        ChartRequested,
+        ChartStarted,
+        Column,
+        DatasetAttached,
+        DeadLetter,
+        ErrorInfo,
+        ExecutionCompleted,
+        LogAppended,
+        ScriptGenerated,
+        SessionRead,
+        StepCompleted,
+        StepProgressed,
+        StepStarted,
+    )
+
+    s = script
+    ds = DatasetAttached(
+        **s.base(),
+        dataset_id=new_id(),
+        name="d.csv",
+        format="csv",
+        object_name="o",
+        size_bytes=10,
+        row_count=2,
+        columns=[Column(name="a", type="INTEGER")],
+        sample_rows=[[1], [2]],
+    )
+    seqs = await s.publish(s.created(), ds)
+    for outcome in ("completed", "cancelled", "failed"):
+        req = s.requested(f"question ending {outcome}", dataset_id=ds.dataset_id)
+        mid = req.message_id
+        events: list[Event] = [req, s.msg(AnalysisStarted, mid)]
+        for i, step in enumerate(("context", "plan", "script", "execute", "chart"), 1):
+            events += [
+                s.msg(StepStarted, mid, step=step, index=i, total=5),
+                s.msg(StepProgressed, mid, step=step, progress=50.0),
+                s.msg(LogAppended, mid, text=f"{step} going", step=step),
+                s.msg(StepCompleted, mid, step=step, duration_ms=100 * i),
+            ]
+            if step == "script":
+                events.append(
+                    s.msg(ScriptGenerated, mid, sql="SELECT 1", explanation="e", planner="rules")
+                )
+            if step == "execute":
+                events.append(
+                    s.msg(
+                        ExecutionCompleted,
+                        mid,
+                        columns=[Column(name="x", type="INTEGER")],
+                        rows=[[1]],
+                        row_count=1,
+                    )
+                )
+            if outcome == "cancelled" and step == "plan":
+                break
+        tid = new_id()
+        if outcome == "completed":
+            events += [
+                s.chart(ChartRequested, tid, mid, auto=True),
+                s.chart(ChartStarted, tid, mid),
+                s.chart(ChartProgressed, tid, mid, progress=60.0, current_step="render"),
+                s.chart(
+                    ChartCompleted,
+                    tid,
+                    mid,
+                    chart_id=new_id(),
+                    kind="bar",
+                    spec={"mark": "bar"},
+                    svg="<svg/>",
+                ),
+            ]
+        dead = None
+        error = None
+        if outcome == "failed":
+            error = ErrorInfo(code="dead_letter", message="ran out of deliveries")
+            dead = DeadLetter(consumer="chart", stream_seq=3, deliveries=5, subject="x")
+        events.append(
+            s.settled(mid, outcome, summary=f"{outcome}!", error=error, dead_letter=dead, lock=None)
+        )
+        seqs += await s.publish(*events)
+    seqs.append(await s.publish_raw(f"{s.subjects.prefix}.{s.session_id}.session", b"\x00garbage"))
+    seqs += await s.publish(SessionRead(**s.base(), owner=s.owner))
+    return seqs

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
-from projector_helpers import Fold, Script
 
 from runstream.contracts import (
     AnalysisStarted,
@@ -35,6 +34,7 @@ from runstream.contracts import (
     encode,
     new_id,
 )
+from services.projector.tests.unit.projector_helpers import Fold, Script
 
 
 async def test_a_created_session_is_an_idle_row_owned_by_its_creator(

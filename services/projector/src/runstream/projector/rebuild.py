@@ -1,0 +1,196 @@
+"""Rebuild the read models from the stream into a fresh schema, then swap it in.
+
+1. Create and migrate `<schema>_rebuild_<hex>`; fold the whole stream into it, in stream
+   order, through an ephemeral pull consumer (no acks, batches of 500). The live
+   projector keeps running meanwhile.
+2. Take the advisory lock the live projector takes for each batch: it can no longer
+   commit. Fold what remains up to the end of the stream *now* (so the new checkpoint is
+   at least the live one), then in the same transaction rename live -> old, new -> live,
+   drop old, and NOTIFY the new checkpoint.
+3. The live projector's next batch resolves `search_path` to the new schema and skips
+   every sequence at or below its checkpoint.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from nats.js import JetStreamContext, api
+
+from runstream.projector.projector import PROJECTOR_LOCK, Item, Projector
+from runstream.store import NOTIFY_CHANNEL, PROJECTOR, create_pool, migrate, validate_schema
+
+logger = structlog.get_logger()
+
+BATCH = 500
+
+
+class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
+    schema: str
+    events: int  # stream messages folded
+    poison: int  # of which became poison rows
+    checkpoint: int  # the swapped-in checkpoint
+    previous_checkpoint: int | None  # the live one it replaced (None: no live schema)
+    duration_s: float
+
+
+class StreamReader:
+    """Reads a stream in order through an ephemeral, ack-less pull consumer."""
+
+    def __init__(self, js: JetStreamContext, stream: str, subject: str, batch: int = BATCH):
+        self.js = js
+        self.stream = stream
+        self.subject = subject
+        self.batch = batch
+        self.position = 0  # last stream sequence returned
+        self._psub: Any = None
+        self._name: str | None = None
+
+    async def open(self) -> None:
+        self._name = f"rebuild_{secrets.token_hex(6)}"
+        config = api.ConsumerConfig(
+            name=self._name,
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subject=self.subject,
+            inactive_threshold=300.0,  # gone on its own if this process dies
+            mem_storage=True,
+        )
+        await self.js.add_consumer(self.stream, config)
+        self._psub = await self.js.pull_subscribe_bind(stream=self.stream, name=self._name)
+
+    async def pending(self) -> int:
+        info = await self._psub.consumer_info()
+        return int(info.num_pending or 0)
+
+    async def next_batch(self) -> list[Item]:
+        """The next messages in stream order; [] once the end of the stream (now) is reached."""
+        pending = await self.pending()
+        if pending == 0:
+            return []
+        msgs = await self._psub.fetch(min(pending, self.batch), timeout=10)
+        items: list[Item] = []
+        for msg in msgs:
+            seq = int(msg.metadata.sequence.stream)
+            if seq <= self.position:
+                continue
+            items.append((seq, msg.subject, msg.data or b""))
+            self.position = seq
+        return items
+
+    async def close(self) -> None:
+        if self._psub is not None:
+            try:
+                await self._psub.unsubscribe()
+                await self.js.delete_consumer(self.stream, self._name)
+            except Exception as exc:  # it expires on its own (inactive_threshold)
+                logger.debug("rebuild.reader_close_failed", error=str(exc))
+
+
+async def rebuild(
+    dsn: str, bus: Any, *, schema: str = "runstream", batch: int = BATCH
+) -> RebuildReport:
+    """Fold the whole stream of `bus` (.js, .stream, .subjects) into a fresh schema and
+    swap it in for `schema`."""
+    return await rebuild_from(dsn, bus.js, bus.stream, bus.subjects.all, schema=schema, batch=batch)
+
+
+async def rebuild_from(
+    dsn: str,
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    *,
+    schema: str = "runstream",
+    batch: int = BATCH,
+) -> RebuildReport:
+    validate_schema(schema)
+    started = time.perf_counter()
+    suffix = secrets.token_hex(4)
+    fresh = f"{schema[:40]}_rebuild_{suffix}"
+    old = f"{schema[:40]}_old_{suffix}"
+    log = logger.bind(schema=schema, fresh=fresh)
+    pool = await create_pool(dsn, schema=fresh, min_size=1, max_size=2)
+    reader = StreamReader(js, stream, subject, batch)
+    events = 0
+    try:
+        await migrate(pool, fresh)
+        projector = Projector(pool, lock_key=None, notify=False)
+        await reader.open()
+        while items := await reader.next_batch():
+            await projector.apply_batch(items)
+            events += len(items)
+        log.info("rebuild.caught_up", position=reader.position, events=events)
+
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
+            live_exists = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
+            )
+            previous = await _live_checkpoint(conn, schema) if live_exists else None
+            while items := await reader.next_batch():
+                await projector.apply_in_transaction(conn, items)
+                events += len(items)
+            checkpoint = await conn.fetchval(
+                "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)",
+                PROJECTOR,
+            )
+            if previous is not None and checkpoint < previous:
+                # Only when the stream lost messages the live model had seen (purged or
+                # recreated): the rebuild is then the truth of what the stream still holds.
+                log.warning("rebuild.behind_live", checkpoint=checkpoint, live=previous)
+            poison = await conn.fetchval("SELECT count(*) FROM poison_events")
+            if live_exists:
+                await conn.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{old}"')
+            await conn.execute(f'ALTER SCHEMA "{fresh}" RENAME TO "{schema}"')
+            if live_exists:
+                await conn.execute(f'DROP SCHEMA "{old}" CASCADE')
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(checkpoint))
+        fresh_swapped = True
+    except BaseException:
+        fresh_swapped = False
+        raise
+    finally:
+        await reader.close()
+        await pool.close()
+        if not fresh_swapped:
+            await _drop_quietly(dsn, fresh)
+    report = RebuildReport(
+        schema=schema,
+        events=events,
+        poison=int(poison),
+        checkpoint=int(checkpoint),
+        previous_checkpoint=previous,
+        duration_s=round(time.perf_counter() - started, 3),
+    )
+    log.info("rebuild.swapped", **msgspec.to_builtins(report))
+    return report
+
+
+async def _live_checkpoint(conn: asyncpg.Connection, schema: str) -> int | None:
+    """The live projector checkpoint, or None when the live schema does not exist yet."""
+    exists = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f'"{schema}".projection_checkpoints'
+    )
+    if not exists:
+        return None
+    seq = await conn.fetchval(
+        f'SELECT seq FROM "{schema}".projection_checkpoints WHERE name = $1', PROJECTOR
+    )
+    return int(seq or 0)
+
+
+async def _drop_quietly(dsn: str, schema: str) -> None:
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        logger.warning("rebuild.cleanup_failed", schema=schema, error=str(exc))
