@@ -191,8 +191,11 @@ class ExecutionWorker:
             reports: list[asyncio.Task[None]] = []
 
             def on_running() -> None:
-                reports.append(asyncio.create_task(
-                    steps.progressed("execute", 50, "dataset loaded; query running")))
+                reports.append(
+                    asyncio.create_task(
+                        steps.progressed("execute", 50, "dataset loaded; query running")
+                    )
+                )
 
             run = asyncio.create_task(
                 run_sandboxed(

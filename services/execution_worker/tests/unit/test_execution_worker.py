@@ -1,0 +1,176 @@
+"""The execution worker's handler on a real JetStream: result, failure, cancel, stale work."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from runstream.bus import Bus, Delivery, SessionAggregate, put_dataset
+from runstream.bus.steps import read_subject
+from runstream.contracts import (
+    AnalysisSettled,
+    CancelRequested,
+    DatasetRef,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionStarted,
+    LogAppended,
+    ScriptGenerated,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    decode,
+    new_id,
+    utcnow,
+)
+from runstream.execution_worker.settings import ExecutionWorkerSettings
+from runstream.execution_worker.worker import ExecutionWorker
+from runstream.testing import wait_until
+
+CSV = b"region,revenue\nNorth,10\nSouth,20\nNorth,30\n"
+
+
+def settings(bus: Bus, **kw: Any) -> ExecutionWorkerSettings:
+    s = bus.settings
+    return ExecutionWorkerSettings(
+        nats_url=s.url,
+        stream=s.stream,
+        prefix=s.prefix,
+        datasets_bucket=s.datasets_bucket,
+        **kw,
+    )
+
+
+async def locked_message(bus: Bus, ttl_s: float | None = None) -> tuple[str, str]:
+    """A session whose lock is held by a new analysis message."""
+    sid, mid = new_id(), new_id()
+    sessions = SessionAggregate(bus, lock_ttl_s=ttl_s)
+    await sessions.create(sid, owner="o")
+    await sessions.request_analysis(
+        sid, owner="o", question="q", message_id=mid, user_message_id=new_id()
+    )
+    return sid, mid
+
+
+async def script_delivery(bus: Bus, sid: str, mid: str, sql: str) -> Delivery:
+    await put_dataset(bus, f"obj-{sid}", CSV)
+    await bus.publish(
+        ScriptGenerated(
+            event_id=new_id(),
+            at=utcnow(),
+            session_id=sid,
+            message_id=mid,
+            sql=sql,
+            explanation="e",
+            planner="test",
+            question="q",
+            dataset=DatasetRef(
+                dataset_id="d1", name="sales.csv", format="csv", object_name=f"obj-{sid}"
+            ),
+        )
+    )
+    psub = await bus.js.pull_subscribe(
+        bus.subjects.message(sid, mid, "script_generated"), stream=bus.stream
+    )
+    [msg] = await psub.fetch(1, timeout=5)
+    await psub.unsubscribe()
+    return Delivery(msg)
+
+
+async def events_of(bus: Bus, sid: str) -> list[Any]:
+    return [decode(m.data) for m in await read_subject(bus, bus.subjects.session_all(sid))]
+
+
+async def test_a_script_runs_in_the_sandbox_and_its_result_is_published(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(
+        bus, sid, mid, "SELECT region, sum(revenue) AS total FROM data GROUP BY 1 ORDER BY 1"
+    )
+    await ExecutionWorker(bus, settings(bus)).handle(delivery)
+    events = await events_of(bus, sid)
+    [started] = [e for e in events if isinstance(e, StepStarted)]
+    assert (started.step, started.index, started.total) == ("execute", 4, 5)
+    [limits] = [e.limits for e in events if isinstance(e, ExecutionStarted)]
+    assert limits["timeout_s"] == 30.0
+    [result] = [e for e in events if isinstance(e, ExecutionCompleted)]
+    assert result.rows == [["North", 40], ["South", 20]] and result.row_count == 2
+    assert [c.name for c in result.columns] == ["region", "total"]
+    assert "North" in result.markdown
+    assert any(isinstance(e, StepCompleted) and e.step == "execute" for e in events)
+    logs = [e.text for e in events if isinstance(e, LogAppended)]
+    assert logs[0] == "Step 4/5: running the query…"
+    assert not any(isinstance(e, AnalysisSettled) for e in events)
+
+
+async def test_a_failing_script_fails_the_step_and_settles_the_analysis_failed(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(bus, sid, mid, "SELECT nope FROM data")
+    await ExecutionWorker(bus, settings(bus)).handle(delivery)
+    events = await events_of(bus, sid)
+    [failed] = [e for e in events if isinstance(e, ExecutionFailed)]
+    assert failed.kind == "sql"
+    [step] = [e for e in events if isinstance(e, StepFailed)]
+    assert step.step == "execute" and step.code == "execution_sql"
+    settled = events[-1]
+    assert isinstance(settled, AnalysisSettled) and settled.status == "failed"
+    assert settled.error is not None and settled.error.step == "execute"
+
+
+async def test_a_cancelled_message_is_not_executed(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(bus, sid, mid, "SELECT 1")
+    await bus.publish(
+        CancelRequested(event_id=new_id(), at=utcnow(), session_id=sid, message_id=mid)
+    )
+    await SessionAggregate(bus).settle(sid, mid, "cancelled")
+    await ExecutionWorker(bus, settings(bus)).handle(delivery)
+    events = await events_of(bus, sid)
+    assert not any(isinstance(e, StepStarted | ExecutionCompleted) for e in events)
+
+
+async def test_cancel_while_running_kills_the_child_and_publishes_no_result(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(
+        bus,
+        sid,
+        mid,
+        "SELECT count(*) FROM range(100000000) a, range(100000) b"
+        " WHERE (a.range + b.range) % 7 = 3",
+    )
+    worker = ExecutionWorker(bus, settings(bus, sandbox_timeout_s=120.0))
+    handling = asyncio.create_task(worker.handle(delivery))
+
+    async def child() -> int | None:
+        return worker.children.get(mid)
+
+    pid = await wait_until(child, timeout=10, interval=0.01)
+    await bus.publish(
+        CancelRequested(event_id=new_id(), at=utcnow(), session_id=sid, message_id=mid)
+    )
+    await asyncio.wait_for(handling, 1.0)
+    try:
+        import os
+
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+    events = await events_of(bus, sid)
+    assert not any(isinstance(e, ExecutionCompleted | StepCompleted) for e in events)
+
+
+async def test_a_message_whose_lock_went_to_another_settles_expired(bus: Bus):
+    sid, mid = await locked_message(bus, ttl_s=0.001)
+    delivery = await script_delivery(bus, sid, mid, "SELECT 1")
+    other = new_id()
+    await asyncio.sleep(0.01)  # let the 1 ms lock of `mid` lapse, as a 30 min one would
+    await SessionAggregate(bus).request_analysis(
+        sid, owner="o", question="q2", message_id=other, user_message_id=new_id()
+    )
+    await ExecutionWorker(bus, settings(bus)).handle(delivery)
+    events = await events_of(bus, sid)
+    settles = [e for e in events if isinstance(e, AnalysisSettled)]
+    assert [(e.message_id, e.status) for e in settles] == [(mid, "expired")]
+    assert settles[0].lock is not None and settles[0].lock.message_id == other
+    assert not any(isinstance(e, ExecutionCompleted) for e in events)
