@@ -18,6 +18,8 @@ def test_a_token_decodes_with_its_secret_to_the_owner_and_expiry() -> None:
         token, KEY, algorithms=["HS256"], options={"verify_exp": False}
     )
     assert claims["sub"] == "alice"
+    assert claims["iss"] == "runstream"
+    assert claims["typ"] == "access"
     assert claims["exp"] == int((now + timedelta(days=30)).timestamp())
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
@@ -34,6 +36,11 @@ def test_a_fresh_dev_token_is_valid_for_thirty_days() -> None:
 def test_a_token_signed_with_another_secret_is_rejected() -> None:
     with pytest.raises(jwt.InvalidSignatureError):
         decode_token(KEY, make_token(OTHER, "dev"))
+
+
+def test_a_token_from_another_issuer_is_rejected() -> None:
+    with pytest.raises(jwt.InvalidIssuerError):
+        decode_token(KEY, make_token(KEY, "dev", issuer="elsewhere"))
 
 
 def test_an_expired_token_is_rejected() -> None:

@@ -114,7 +114,7 @@ def token(
             "no secret: set RUNSTREAM_JWT_SECRET or run `runstream up` "
             f"(it writes {settings.data_dir}/secret)"
         )
-    typer.echo(make_token(secret, sub, lifetime))  # type: ignore[arg-type]
+    typer.echo(make_token(secret, sub, lifetime, issuer=settings.jwt_issuer))  # type: ignore[arg-type]
 
 
 def _exec_module(module: str) -> None:

@@ -17,6 +17,7 @@ DEFAULT_DATA_DIR = Path(".runstream")
 
 class CliSettings(DatabaseSettings):
     jwt_secret: str | None = None
+    jwt_issuer: str = "runstream"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     nats_port: int | None = None

@@ -13,6 +13,8 @@ import jwt
 ALGORITHM = "HS256"
 DEV_SUBJECT = "dev"
 DEV_TTL = timedelta(days=30)
+ISSUER = "runstream"  # the gateway checks `iss` (RUNSTREAM_JWT_ISSUER)
+ACCESS = "access"  # as opposed to the gateway's short-lived stream tokens
 
 
 def ensure_secret(data_dir: Path) -> str:
@@ -37,12 +39,23 @@ def resolve_secret(env_secret: str | None, data_dir: Path) -> str | None:
 
 
 def make_token(
-    secret: str, sub: str, ttl: timedelta = DEV_TTL, *, now: datetime | None = None
+    secret: str,
+    sub: str,
+    ttl: timedelta = DEV_TTL,
+    *,
+    issuer: str = ISSUER,
+    now: datetime | None = None,
 ) -> str:
     issued = now or datetime.now(UTC)
-    claims = {"sub": sub, "iat": int(issued.timestamp()), "exp": int((issued + ttl).timestamp())}
+    claims = {
+        "sub": sub, "iss": issuer, "typ": ACCESS,
+        "iat": int(issued.timestamp()), "exp": int((issued + ttl).timestamp()),
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode_token(secret: str, token: str) -> dict[str, Any]:
-    return jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
+def decode_token(secret: str, token: str, *, issuer: str = ISSUER) -> dict[str, Any]:
+    return jwt.decode(
+        token, secret, algorithms=[ALGORITHM], issuer=issuer,
+        options={"require": ["sub", "exp", "iss"]},
+    )

@@ -205,6 +205,7 @@ class Stack:
             DATABASE_URL=dsn,
             RUNSTREAM_DB_SCHEMA=s.db_schema,
             RUNSTREAM_JWT_SECRET=secret,
+            RUNSTREAM_JWT_ISSUER=s.jwt_issuer,
             RUNSTREAM_HTTP_HOST=s.http_host,
             RUNSTREAM_HTTP_PORT=str(http_port),
             RUNSTREAM_SAMPLE_DATASET=str(sample_dataset_path()),
@@ -218,7 +219,7 @@ class Stack:
                 if self.stop.is_set():
                     return 0
                 self.say(f"the gateway did not answer {url}/readyz yet; still trying")
-        token = make_token(secret, "dev")
+        token = make_token(secret, "dev", issuer=s.jwt_issuer)
         write_dev_env(self.data_dir / "dev.env", {
             "RUNSTREAM_URL": url,
             "RUNSTREAM_TOKEN": token,
