@@ -1,0 +1,221 @@
+"""Run one DuckDB SELECT over one dataset in a locked-down child process.
+
+Layers, outermost first: a static pre-check (one statement, no file/extension/config
+keywords), a child process with RLIMITs (address space, CPU, open files, file size),
+DuckDB with external access, extension loading and temp files off and its
+configuration locked, a parent-side wall clock that SIGKILLs the child, and
+cancellation that SIGKILLs and reaps it. See docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+from runstream.contracts import Column
+
+SandboxErrorKind = Literal["sql", "timeout", "memory", "sandbox"]
+Format = Literal["csv", "parquet"]
+
+CHILD_MODULE = "runstream.execution_worker._child"
+
+
+class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True):
+    memory_mb: int = 256
+    threads: int = 1
+    timeout_s: float = 10.0
+    max_rows: int = 500
+    cpu_s: int = 30
+
+
+class SandboxResult(msgspec.Struct, frozen=True, kw_only=True):
+    columns: list[Column]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    markdown: str
+    duration_ms: int
+
+
+class SandboxError(Exception):
+    """A query that did not produce a result, and which of the four reasons stopped it."""
+
+    def __init__(self, kind: SandboxErrorKind, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind: SandboxErrorKind = kind
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        return f"execution_{self.kind}"
+
+
+# Statement keywords that touch files, extensions or settings. DuckDB refuses them all
+# once locked; refusing them here too is a second line and saves a process start.
+_FORBIDDEN = re.compile(
+    r"^\s*(ATTACH|DETACH|COPY|INSTALL|LOAD|FORCE|EXPORT|IMPORT|PRAGMA|SET|RESET|CALL|"
+    r"CHECKPOINT|FORCE\s+CHECKPOINT|VACUUM|USE|CREATE|DROP|ALTER|INSERT|UPDATE|DELETE|"
+    r"TRUNCATE|BEGIN|COMMIT|ROLLBACK|PREPARE|EXECUTE|UPDATE_EXTENSIONS)\b",
+    re.IGNORECASE,
+)
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def precheck(sql: str) -> None:
+    """Refuse anything but one SELECT/WITH statement, judged outside strings and comments."""
+    bare = _LITERALS.sub(" ", sql)
+    statements = [s for s in bare.split(";") if s.strip()]
+    if not statements:
+        raise SandboxError("sql", "the query is empty")
+    if len(statements) > 1:
+        raise SandboxError("sandbox", f"exactly one statement is allowed, got {len(statements)}")
+    match = _FORBIDDEN.match(statements[0])
+    if match:
+        word = match.group(1).upper()
+        raise SandboxError("sandbox", f"{word} statements are not allowed; send one SELECT")
+
+
+async def run_sandboxed(
+    *,
+    data: bytes,
+    fmt: Format,
+    table_name: str,
+    sql: str,
+    limits: SandboxLimits,
+    on_start: Callable[[int], Any] | None = None,
+    on_running: Callable[[], Any] | None = None,
+) -> SandboxResult:
+    """Run `sql` over `data` loaded as `table_name`; raise SandboxError if it does not finish.
+
+    `on_start(pid)` is called once the child exists; `on_running()` once the data is
+    loaded and the query itself starts. Cancelling the awaiting task SIGKILLs the child
+    and reaps it before the CancelledError propagates.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise SandboxError("sql", f"unsupported dataset format {fmt!r}")
+    precheck(sql)
+    started = time.monotonic()
+    fd, path = tempfile.mkstemp(prefix="rs-dataset-", suffix=f".{fmt}")
+    try:
+        await asyncio.to_thread(_write_all, fd, data)
+        request = {
+            "path": path,
+            "fmt": fmt,
+            "table": table_name,
+            "sql": sql,
+            "limits": msgspec.to_builtins(limits),
+        }
+        reply = await _run_child(json.dumps(request).encode(), limits, on_start, on_running)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if not reply.get("ok"):
+        raise SandboxError(reply.get("kind", "sandbox"), reply.get("message", "unknown error"))
+    result = msgspec.convert(reply["result"], SandboxResult)
+    wall_ms = int((time.monotonic() - started) * 1000)
+    return msgspec.structs.replace(result, duration_ms=max(result.duration_ms, wall_ms))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+async def _run_child(
+    request: bytes,
+    limits: SandboxLimits,
+    on_start: Callable[[int], Any] | None,
+    on_running: Callable[[], Any] | None,
+) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        CHILD_MODULE,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(),
+        start_new_session=True,
+    )
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        async with asyncio.timeout(limits.timeout_s):
+            return await _converse(proc, request, on_running)
+    except TimeoutError:
+        await _kill(proc)
+        raise SandboxError(
+            "timeout", f"the query did not finish within {limits.timeout_s:g} s"
+        ) from None
+    except BaseException:
+        await _kill(proc)
+        raise
+
+
+async def _converse(
+    proc: asyncio.subprocess.Process, request: bytes, on_running: Callable[[], Any] | None
+) -> dict[str, Any]:
+    assert proc.stdin and proc.stdout and proc.stderr
+    stderr_task = asyncio.ensure_future(proc.stderr.read())
+    try:
+        proc.stdin.write(request)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await proc.stdin.drain()
+        proc.stdin.close()
+        last: dict[str, Any] | None = None
+        while line := await proc.stdout.readline():
+            message = json.loads(line)
+            if message.get("phase") == "running":
+                if on_running is not None:
+                    on_running()
+                continue
+            last = message
+        code = await proc.wait()
+        stderr = await stderr_task
+    finally:
+        stderr_task.cancel()
+    if last is not None:
+        return last
+    return _died(code, stderr.decode(errors="replace"))
+
+
+def _died(code: int, stderr: str) -> dict[str, Any]:
+    """The child exited without a verdict: read the cause from how it died."""
+    tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    if code == -signal.SIGXCPU:
+        return {"ok": False, "kind": "timeout", "message": "the query used up its CPU time"}
+    if code == -signal.SIGXFSZ:
+        return {"ok": False, "kind": "sandbox", "message": "the query tried to write a file"}
+    if code in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS) or (
+        "MemoryError" in stderr or "bad_alloc" in stderr
+    ):
+        return {"ok": False, "kind": "memory", "message": f"the query ran out of memory ({tail})"}
+    return {"ok": False, "kind": "sandbox", "message": f"the sandbox exited with {code}: {tail}"}
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the child and reap it, even if our own task is being cancelled again."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(proc.wait())
+
+
+def _child_env() -> dict[str, str]:
+    """A minimal environment: no credentials or proxies of the worker reach the child."""
+    keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "HOME")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
