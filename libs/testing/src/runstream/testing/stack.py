@@ -18,7 +18,7 @@ import httpx
 
 from runstream.testing.servers import free_port
 
-JWT_SECRET = "test-secret-" + secrets.token_hex(8)
+JWT_SECRET = "test-secret-" + secrets.token_hex(24)
 
 
 @dataclass

@@ -1,0 +1,71 @@
+"""The gateway application: `create_app(settings) -> Litestar`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.static_files import create_static_files_router
+
+from runstream.bus import Bus, SessionAggregate
+from runstream.gateway.auth import BearerAuth, Tokens
+from runstream.gateway.errors import EXCEPTION_HANDLERS
+from runstream.gateway.fanout import Hub
+from runstream.gateway.routes import health, messages, sessions, streams
+from runstream.gateway.settings import GatewaySettings
+from runstream.gateway.state import Gateway
+from runstream.store import open_store
+
+logger = structlog.get_logger()
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(settings: GatewaySettings) -> Litestar:
+    tokens = Tokens(settings.jwt_secret, settings.jwt_issuer)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with (
+            Bus.connect(settings.bus(), name="gateway") as bus,
+            open_store(settings.database_url, schema=settings.db_schema, max_size=20) as store,
+        ):
+            await bus.provision()
+            hub = Hub(bus, client_buffer=settings.client_buffer)
+            await hub.start()
+            app.state.gateway = Gateway(
+                settings=settings, bus=bus, sessions=SessionAggregate(bus),
+                models=store.read_models, hub=hub, tokens=tokens,
+            )
+            logger.info("gateway_ready", stream=bus.stream, prefix=settings.prefix)
+            try:
+                yield
+            finally:
+                app.state.gateway = None
+                await hub.stop()
+
+    static_dir = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
+    handlers = [*health.ROUTES, *sessions.ROUTES, *messages.ROUTES, *streams.ROUTES]
+    if static_dir.is_dir():
+        handlers.append(create_static_files_router(
+            path="/", directories=[static_dir], html_mode=True, name="ui",
+            opt={"exclude_from_auth": True}, include_in_schema=False,
+        ))
+    # Health routes and the UI's static files opt out with `exclude_from_auth`.
+    auth = DefineMiddleware(BearerAuth)
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        middleware=[auth],
+        exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=CORSConfig(allow_origins=[], allow_headers=["authorization", "content-type",
+                                                               "last-event-id", "prefer"]),
+        state=State({"tokens": tokens, "gateway": None}),
+        debug=False,
+        request_max_body_size=settings.dataset_max_bytes + 1,
+    )

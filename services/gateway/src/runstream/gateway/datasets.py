@@ -1,0 +1,91 @@
+"""Reading an uploaded dataset's schema, row count and a few sample rows (DuckDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import os
+import tempfile
+from typing import Any
+
+import duckdb
+import msgspec
+
+from runstream.contracts import Column
+
+PARQUET_MAGIC = b"PAR1"
+SAMPLE_ROWS = 5
+
+
+class Inspected(msgspec.Struct, frozen=True):
+    format: str
+    columns: list[Column]
+    row_count: int
+    sample_rows: list[list[Any]]
+
+
+class UnreadableDataset(ValueError):
+    pass
+
+
+def detect_format(data: bytes, declared: str | None, content_type: str | None) -> str:
+    if declared:
+        fmt = declared.lower()
+        if fmt not in ("csv", "parquet"):
+            raise UnreadableDataset(f"unsupported format {declared!r}: use csv or parquet")
+        return fmt
+    if data[:4] == PARQUET_MAGIC:
+        return "parquet"
+    if content_type and "parquet" in content_type.lower():
+        return "parquet"
+    return "csv"
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _inspect(data: bytes, fmt: str) -> Inspected:
+    fd, path = tempfile.mkstemp(suffix=f".{fmt}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
+        try:
+            reader = "read_parquet" if fmt == "parquet" else "read_csv_auto"
+            # The path is ours (mkstemp), never the client's.
+            rel = con.sql(f"SELECT * FROM {reader}('{path}')")
+            columns = [
+                Column(name=n, type=str(t)) for n, t in zip(rel.columns, rel.types, strict=True)
+            ]
+            if not columns:
+                raise UnreadableDataset("the file has no columns")
+            count = con.sql(f"SELECT count(*) FROM {reader}('{path}')").fetchone()
+            sample = rel.limit(SAMPLE_ROWS).fetchall()
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        raise UnreadableDataset(f"DuckDB cannot read this {fmt} file: {exc}") from None
+    finally:
+        os.unlink(path)
+    return Inspected(
+        format=fmt, columns=columns, row_count=int(count[0] if count else 0),
+        sample_rows=[[json_safe(v) for v in row] for row in sample],
+    )
+
+
+async def inspect_dataset(data: bytes, fmt: str) -> Inspected:
+    return await asyncio.to_thread(_inspect, data, fmt)

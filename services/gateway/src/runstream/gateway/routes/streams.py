@@ -1,0 +1,153 @@
+"""SSE (three scopes plus the owner's session feed), WebSocket, and stream tokens."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, get, post, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from runstream.contracts import TERMINAL_STATUSES
+from runstream.gateway.fanout import Frame, Scope
+from runstream.gateway.routes.common import Req, gw, ident, owner
+from runstream.gateway.state import Gateway
+from runstream.gateway.streams import Heartbeat, Item, Reset, open_stream, parse_cursor
+
+_json = msgspec.json.Encoder()
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _sse(items: AsyncIterator[Item], g: Gateway) -> ServerSentEvent:
+    async def frames() -> AsyncIterator[ServerSentEventMessage]:
+        async for item in items:
+            if isinstance(item, Frame):
+                yield ServerSentEventMessage(
+                    data=item.data.decode(), event=item.type, id=str(item.seq))
+            elif isinstance(item, Heartbeat):
+                yield ServerSentEventMessage(comment="heartbeat")
+            elif isinstance(item, Reset):
+                payload = {"reason": item.reason, "snapshot": item.snapshot}
+                yield ServerSentEventMessage(
+                    data=_json.encode(payload).decode(), event="reset", id=str(item.seq))
+
+    return ServerSentEvent(frames(), retry_duration=g.settings.sse_retry_ms, headers=SSE_HEADERS)
+
+
+def _cursor(request: Req) -> int | None:
+    return parse_cursor(request.headers.get("last-event-id"),
+                        request.query_params.get("after_seq"))
+
+
+@get("/api/sessions/{session_id:str}/events")
+async def session_events(request: Req, session_id: FromPath[str]) -> ServerSentEvent:
+    g = gw(request)
+    sid = ident(session_id, "session_id")
+    cursor = _cursor(request)
+    await g.session_for(owner(request), sid)
+
+    async def snapshot() -> dict[str, Any]:
+        return {"status": await g.models.analysis_status(sid),
+                **await g.models.list_messages(sid)}
+
+    scope = Scope(kind="session", session_id=sid)
+    return _sse(open_stream(g.hub, scope, cursor, snapshot=snapshot,
+                            heartbeat_s=g.settings.sse_heartbeat_s), g)
+
+
+@get("/api/messages/{message_id:str}/events")
+async def message_events(request: Req, message_id: FromPath[str]) -> ServerSentEvent:
+    g = gw(request)
+    mid = ident(message_id, "message_id")
+    cursor = _cursor(request)
+    message = await g.message_for(owner(request), mid)
+
+    async def snapshot() -> dict[str, Any]:
+        return await g.models.get_message(mid) or {}
+
+    scope = Scope(kind="message", session_id=message["session_id"], message_id=mid)
+    settled = message["status"] in TERMINAL_STATUSES and (cursor or 0) >= message["as_of_seq"]
+    return _sse(open_stream(g.hub, scope, cursor, snapshot=snapshot,
+                            heartbeat_s=g.settings.sse_heartbeat_s, already_ended=settled), g)
+
+
+@get("/api/charts/{task_id:str}/events")
+async def chart_events(request: Req, task_id: FromPath[str]) -> ServerSentEvent:
+    g = gw(request)
+    tid = ident(task_id, "task_id")
+    cursor = _cursor(request)
+    task = await g.chart_task_for(owner(request), tid)
+
+    async def snapshot() -> dict[str, Any]:
+        return await g.models.get_chart_task(tid) or {}
+
+    scope = Scope(kind="chart", session_id=task["session_id"], task_id=tid)
+    ended = task["status"] not in ("pending", "running") and (cursor or 0) >= task["as_of_seq"]
+    return _sse(open_stream(g.hub, scope, cursor, snapshot=snapshot,
+                            heartbeat_s=g.settings.sse_heartbeat_s, already_ended=ended), g)
+
+
+@get("/api/events")
+async def owner_events(request: Req) -> ServerSentEvent:
+    """Session-level changes of all the owner's sessions, for a sidebar without polling."""
+    g = gw(request)
+    who = owner(request)
+    cursor = _cursor(request)
+    listing = await g.models.list_sessions(who)
+    sessions = {s["session_id"] for s in listing["sessions"]}
+
+    async def snapshot() -> dict[str, Any]:
+        return await g.models.list_sessions(who)
+
+    scope = Scope(kind="owner", owner=who)
+    start = cursor if cursor is not None else listing["as_of_seq"]
+    return _sse(open_stream(g.hub, scope, start, snapshot=snapshot,
+                            heartbeat_s=g.settings.sse_heartbeat_s, owner_sessions=sessions), g)
+
+
+@post("/api/stream-tokens", status_code=201)
+async def stream_token(request: Req) -> dict[str, Any]:
+    g = gw(request)
+    token, exp = g.tokens.issue(owner(request), ttl_s=g.settings.stream_token_ttl_s, typ="stream")
+    return {"token": token, "expires_at": exp, "ttl_s": g.settings.stream_token_ttl_s}
+
+
+@websocket("/api/sessions/{session_id:str}/ws")
+async def session_ws(socket: WebSocket[Any, Any, Any], session_id: FromPath[str]) -> None:
+    g = gw(socket)  # type: ignore[arg-type]
+    sid = ident(session_id, "session_id")
+    await g.session_for(str(socket.user), sid)
+    cursor = parse_cursor(None, socket.query_params.get("after_seq"))
+    await socket.accept()
+
+    async def snapshot() -> dict[str, Any]:
+        return {"status": await g.models.analysis_status(sid),
+                **await g.models.list_messages(sid)}
+
+    scope = Scope(kind="session", session_id=sid)
+    stream = open_stream(g.hub, scope, cursor, snapshot=snapshot,
+                         heartbeat_s=g.settings.sse_heartbeat_s)
+    try:
+        async for item in stream:
+            if isinstance(item, Frame):
+                await socket.send_text(
+                    f'{{"seq":{item.seq},"type":"{item.type}","data":{item.data.decode()}}}')
+            elif isinstance(item, Heartbeat):
+                await socket.send_json({"type": "heartbeat"})
+            else:
+                await socket.send_json({"seq": item.seq, "type": "reset",
+                                        "data": {"reason": item.reason,
+                                                 "snapshot": item.snapshot}})
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            await socket.close()
+
+
+ROUTES = [session_events, message_events, chart_events, owner_events, stream_token, session_ws]

@@ -1,0 +1,26 @@
+"""Gateway settings (RUNSTREAM_* environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runstream.bus import DatabaseSettings
+
+
+class GatewaySettings(DatabaseSettings):
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    jwt_secret: str = Field(default="", repr=False)
+    jwt_issuer: str = "runstream"
+    stream_token_ttl_s: int = 300
+    question_max_bytes: int = 8 * 1024
+    title_max_chars: int = 200
+    dataset_max_bytes: int = 50 * 1024 * 1024
+    read_wait_s: float = 2.0  # how long a read waits for the projector to catch up
+    prefer_wait_max_s: float = 60.0
+    sse_heartbeat_s: float = 15.0
+    sse_retry_ms: int = 2000
+    client_buffer: int = 1024  # frames buffered per stream client before it is dropped
+    sample_dataset: str | None = None  # attached to every new session when set
+    static_dir: str | None = None  # serve the web UI from here instead of the bundled one
+    ws_max_clients: int = 10_000

@@ -1,0 +1,93 @@
+"""What every handler needs, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from runstream.bus import Bus, SessionAggregate
+from runstream.gateway.auth import Tokens
+from runstream.gateway.errors import ApiError, not_found
+from runstream.gateway.fanout import Hub
+from runstream.gateway.settings import GatewaySettings
+from runstream.store import ReadModels
+
+
+class Recent:
+    """Ids this process just created, with the stream sequence that created them.
+
+    A read that finds nothing waits (bounded) for the projector to reach that sequence,
+    so a read right after a write never answers 404 for what the write created.
+    """
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._seqs: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+
+    def add(self, ident: str, seq: int) -> None:
+        self._seqs[ident] = seq
+        self._seqs.move_to_end(ident)
+        while len(self._seqs) > self._size:
+            self._seqs.popitem(last=False)
+
+    def get(self, ident: str) -> int | None:
+        return self._seqs.get(ident)
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    bus: Bus
+    sessions: SessionAggregate
+    models: ReadModels
+    hub: Hub
+    tokens: Tokens
+    recent: Recent = field(default_factory=Recent)
+    sample_object: tuple[str, dict[str, Any]] | None = None
+    sample_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def caught_up(self, seq: int | None) -> None:
+        """Wait (bounded) until the read models reflect `seq`."""
+        if seq:
+            await self.models.wait_for_seq(seq, self.settings.read_wait_s)
+
+    async def session_for(self, owner: str, session_id: str, min_seq: int = 0) -> dict[str, Any]:
+        """The owner's session, or 404 (also for another owner's session)."""
+        session = await self.models.get_session(session_id)
+        if session is None:
+            seq = max(self.recent.get(session_id) or 0, min_seq)
+            if seq:
+                await self.caught_up(seq)
+                session = await self.models.get_session(session_id)
+        if session is None or session["owner"] != owner:
+            raise not_found("session", session_id)
+        return session
+
+    async def message_for(self, owner: str, message_id: str, min_seq: int = 0) -> dict[str, Any]:
+        message = await self.models.get_message(message_id)
+        if message is None:
+            seq = max(self.recent.get(message_id) or 0, min_seq)
+            if seq:
+                await self.caught_up(seq)
+                message = await self.models.get_message(message_id)
+        if message is None or message["owner"] != owner:
+            raise not_found("message", message_id)
+        return message
+
+    async def chart_task_for(self, owner: str, task_id: str) -> dict[str, Any]:
+        task = await self.models.get_chart_task(task_id)
+        if task is None and (seq := self.recent.get(task_id)):
+            await self.caught_up(seq)
+            task = await self.models.get_chart_task(task_id)
+        if task is None or task["owner"] != owner:
+            raise not_found("chart task", task_id)
+        return task
+
+
+def gateway_of(state: Any) -> Gateway:
+    gw = getattr(state, "gateway", None)
+    if gw is None:
+        raise ApiError(503, "not_ready", "the gateway is starting")
+    return gw  # type: ignore[no-any-return]
