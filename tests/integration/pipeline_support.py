@@ -34,11 +34,10 @@ def describe_csv(data: bytes) -> tuple[list[Column], list[list[Any]], int]:
         path.write_bytes(data)
         con = duckdb.connect()
         try:
-            rel = con.sql(f"SELECT * FROM read_csv_auto('{path}')")
-            columns = [Column(name=n, type=str(t)) for n, t in zip(rel.columns, rel.types,
-                                                                     strict=True)]
-            sample = [list(r) for r in rel.limit(5).fetchall()]
-            count = int(con.sql(f"SELECT count(*) FROM read_csv_auto('{path}')").fetchone()[0])
+            cur = con.execute(f"SELECT * FROM read_csv_auto('{path}')")
+            columns = [Column(name=d[0], type=str(d[1])) for d in cur.description]
+            rows = [list(r) for r in cur.fetchall()]
+            sample, count = rows[:5], len(rows)
         finally:
             con.close()
     return columns, sample, count
