@@ -62,7 +62,7 @@ def expected_average_revenue_by_region(data: bytes) -> dict[str, float]:
 
 
 def all_workers(bus: Bus, **analysis: Any) -> list[Any]:
-    planner = analysis.pop("planner", None)
+    planner = analysis.pop("planner_impl", None)
     return [
         partial(run_analysis, worker_settings(AnalysisWorkerSettings, bus, **analysis),
                 planner=planner),
@@ -178,7 +178,7 @@ async def test_cancel_during_execution_kills_the_child_within_a_second(bus: Bus)
         " WHERE (a.range + b.range) % 7 = 3"
     )
     executions: list[ExecutionWorker] = []
-    runners = all_workers(bus, planner=FixedPlanner(slow))
+    runners = all_workers(bus, planner_impl=FixedPlanner(slow))
     runners[1] = partial(run_execution, worker_settings(
         ExecutionWorkerSettings, bus, sandbox_timeout_s=120.0), worker_out=executions)
     async with running(*runners):
