@@ -36,7 +36,10 @@ COLUMNS = [Column(name="region", type="VARCHAR"), Column(name="revenue", type="D
 def settings(bus: Bus, **kw: Any) -> AnalysisWorkerSettings:
     s = bus.settings
     return AnalysisWorkerSettings(
-        nats_url=s.url, stream=s.stream, prefix=s.prefix, datasets_bucket=s.datasets_bucket,
+        nats_url=s.url,
+        stream=s.stream,
+        prefix=s.prefix,
+        datasets_bucket=s.datasets_bucket,
         **kw,
     )
 
@@ -58,8 +61,9 @@ class ScriptedPlanner:
         return answer
 
 
-PLAN = Plan(sql="SELECT region, avg(revenue) FROM data GROUP BY 1", explanation="avg",
-            planner="scripted")
+PLAN = Plan(
+    sql="SELECT region, avg(revenue) FROM data GROUP BY 1", explanation="avg", planner="scripted"
+)
 
 
 async def session(bus: Bus, *, dataset: bool = True) -> str:
@@ -68,8 +72,15 @@ async def session(bus: Bus, *, dataset: bool = True) -> str:
     await sessions.create(sid, owner="o")
     if dataset:
         await sessions.attach_dataset(
-            sid, dataset_id="d1", name="sales.csv", fmt="csv", object_name="obj", size_bytes=9,
-            row_count=3, columns=COLUMNS, sample_rows=[["North", 1.0]],
+            sid,
+            dataset_id="d1",
+            name="sales.csv",
+            fmt="csv",
+            object_name="obj",
+            size_bytes=9,
+            row_count=3,
+            columns=COLUMNS,
+            sample_rows=[["North", 1.0]],
         )
     return sid
 
@@ -77,7 +88,8 @@ async def session(bus: Bus, *, dataset: bool = True) -> str:
 async def requested(bus: Bus, sid: str, question: str = "average revenue by region") -> Delivery:
     mid = new_id()
     await SessionAggregate(bus).request_analysis(
-        sid, owner="o", question=question, message_id=mid, user_message_id=new_id())
+        sid, owner="o", question=question, message_id=mid, user_message_id=new_id()
+    )
     psub = await bus.js.pull_subscribe(bus.subjects.session(sid), stream=bus.stream)
     try:
         while True:
@@ -103,9 +115,12 @@ async def test_a_question_goes_through_context_plan_and_script(bus: Bus):
         (type(e).__name__, e.step) for e in events if isinstance(e, StepStarted | StepCompleted)
     ]
     assert trail == [
-        ("StepStarted", "context"), ("StepCompleted", "context"),
-        ("StepStarted", "plan"), ("StepCompleted", "plan"),
-        ("StepStarted", "script"), ("StepCompleted", "script"),
+        ("StepStarted", "context"),
+        ("StepCompleted", "context"),
+        ("StepStarted", "plan"),
+        ("StepCompleted", "plan"),
+        ("StepStarted", "script"),
+        ("StepCompleted", "script"),
     ]
     [script] = [e for e in events if isinstance(e, ScriptGenerated)]
     assert script.sql == PLAN.sql and script.dataset is not None
@@ -118,8 +133,7 @@ async def test_a_question_goes_through_context_plan_and_script(bus: Bus):
 async def test_earlier_answers_of_the_session_are_handed_to_the_planner(bus: Bus):
     sid = await session(bus)
     first = await requested(bus, sid, "how many rows")
-    await SessionAggregate(bus).settle(sid, first.event.message_id, "completed",
-                                       summary="3 rows")
+    await SessionAggregate(bus).settle(sid, first.event.message_id, "completed", summary="3 rows")
     planner = ScriptedPlanner(PLAN)
     await AnalysisWorker(bus, settings(bus), planner).handle(await requested(bus, sid))
     assert planner.seen[0].history == [("how many rows", "3 rows")]
@@ -171,8 +185,9 @@ async def test_a_dead_lettered_request_settles_failed_with_the_delivery_named(bu
     with pytest.raises(Retry):
         await worker.handle(delivery)
     raw = await bus.get_msg(delivery.seq)
-    adv = MaxDeliveries(stream=bus.stream, consumer="analysis-worker",
-                        stream_seq=delivery.seq, deliveries=4)
+    adv = MaxDeliveries(
+        stream=bus.stream, consumer="analysis-worker", stream_seq=delivery.seq, deliveries=4
+    )
     await on_max_deliveries(bus, adv, raw)
     await on_max_deliveries(bus, adv, raw)  # advisories may repeat: settled once
     events = await events_of(bus, sid)
@@ -182,4 +197,6 @@ async def test_a_dead_lettered_request_settles_failed_with_the_delivery_named(bu
     assert "down" in settles[0].error.message and settles[0].error.step == "plan"
     assert settles[0].dead_letter is not None
     assert (settles[0].dead_letter.consumer, settles[0].dead_letter.stream_seq) == (
-        "analysis-worker", delivery.seq)
+        "analysis-worker",
+        delivery.seq,
+    )

@@ -69,8 +69,10 @@ class ChartTask:
 
     def _base(self, kind: str, n: int = 0) -> dict[str, Any]:
         return {
-            "event_id": derived_id(self.task_id, kind, n), "at": utcnow(),
-            "session_id": self.session_id, "task_id": self.task_id,
+            "event_id": derived_id(self.task_id, kind, n),
+            "at": utcnow(),
+            "session_id": self.session_id,
+            "task_id": self.task_id,
             "message_id": self.message_id,
         }
 
@@ -97,8 +99,9 @@ class ChartTask:
         await self.bus.publish(event)
 
     async def requested(self, *, auto: bool, adjustment: str | None = None) -> None:
-        await self.publish(ChartRequested(**self._base("requested"), auto=auto,
-                                          adjustment_query=adjustment))
+        await self.publish(
+            ChartRequested(**self._base("requested"), auto=auto, adjustment_query=adjustment)
+        )
 
     async def started(self, eta_ms: int | None) -> None:
         await self.publish(ChartStarted(**self._base("started"), eta_ms=eta_ms))
@@ -107,10 +110,15 @@ class ChartTask:
         self, progress: float, current_step: str, step_progress: float, eta_ms: int | None
     ) -> None:
         self._n += 1
-        await self.publish(ChartProgressed(
-            **self._base("progressed", self._n), progress=progress,
-            current_step=current_step, step_progress=step_progress, eta_ms=eta_ms,
-        ))
+        await self.publish(
+            ChartProgressed(
+                **self._base("progressed", self._n),
+                progress=progress,
+                current_step=current_step,
+                step_progress=step_progress,
+                eta_ms=eta_ms,
+            )
+        )
 
     async def failed(self, error: str, code: str = "failed") -> None:
         await self.publish(ChartFailed(**self._base("failed"), error=error, code=code))
@@ -129,23 +137,36 @@ class ChartWorker:
     def specs(self) -> tuple[ConsumerSpec, ConsumerSpec]:
         s = self.settings
         common: dict[str, Any] = {
-            "ack_wait_s": s.ack_wait_s, "max_deliver": s.max_deliver,
-            "concurrency": s.concurrency, "backoff_s": s.backoff_s, "fetch_timeout_s": 0.5,
+            "ack_wait_s": s.ack_wait_s,
+            "max_deliver": s.max_deliver,
+            "concurrency": s.concurrency,
+            "backoff_s": s.backoff_s,
+            "fetch_timeout_s": 0.5,
         }
         return (
-            ConsumerSpec(durable=s.durable,
-                         filter_subjects=[self.bus.subjects.message_type("execution_completed")],
-                         **common),
-            ConsumerSpec(durable=s.tasks_durable,
-                         filter_subjects=[self.bus.subjects.chart_type("chart_requested")],
-                         **common),
+            ConsumerSpec(
+                durable=s.durable,
+                filter_subjects=[self.bus.subjects.message_type("execution_completed")],
+                **common,
+            ),
+            ConsumerSpec(
+                durable=s.tasks_durable,
+                filter_subjects=[self.bus.subjects.chart_type("chart_requested")],
+                **common,
+            ),
         )
 
     # --- drawing one chart --------------------------------------------------------------
     def _eta(self, started: float, fraction_done: float) -> int:
         elapsed = (time.perf_counter() - started) * 1000
-        return max(0, int(self._mean_ms * (1 - fraction_done) if elapsed < self._mean_ms
-                          else self._mean_ms * 0.1))
+        return max(
+            0,
+            int(
+                self._mean_ms * (1 - fraction_done)
+                if elapsed < self._mean_ms
+                else self._mean_ms * 0.1
+            ),
+        )
 
     def _time(self, ms: int) -> None:
         self._timed += 1
@@ -182,8 +203,12 @@ class ChartWorker:
         self._time(duration)
         completed = ChartCompleted(
             **task._base("completed"),
-            chart_id=derived_id(task.task_id, "chart"), kind=choice.kind,
-            title=choice.title, spec=choice.spec, svg=svg, duration_ms=duration,
+            chart_id=derived_id(task.task_id, "chart"),
+            kind=choice.kind,
+            title=choice.title,
+            spec=choice.spec,
+            svg=svg,
+            duration_ms=duration,
         )
         await task.publish(completed)
         return completed
@@ -198,8 +223,12 @@ class ChartWorker:
         if not isinstance(event, ExecutionCompleted):
             return
         guard = MessageGuard(self.bus, event.session_id, event.message_id)
-        steps = StepReporter(self.bus, session_id=event.session_id,
-                             message_id=event.message_id, attempt=event.attempt)
+        steps = StepReporter(
+            self.bus,
+            session_id=event.session_id,
+            message_id=event.message_id,
+            attempt=event.attempt,
+        )
         try:
             await self.chart_step(event, guard, steps)
         except Stop as stop:
@@ -212,8 +241,12 @@ class ChartWorker:
         done = await steps.last_completed() >= 5
         if not done:
             await steps.started("chart")
-        task = ChartTask(self.bus, session_id=result.session_id, message_id=result.message_id,
-                         task_id=auto_task_id(result.message_id, result.attempt))
+        task = ChartTask(
+            self.bus,
+            session_id=result.session_id,
+            message_id=result.message_id,
+            task_id=auto_task_id(result.message_id, result.attempt),
+        )
         chart = await task.last("chart_completed")
         if not isinstance(chart, ChartCompleted) and not await task.is_terminal():
             await task.requested(auto=True)
@@ -238,15 +271,20 @@ class ChartWorker:
             return
         if not isinstance(event, ChartRequested) or event.auto:
             return  # the pipeline's own chart is drawn by the chart step
-        task = ChartTask(self.bus, session_id=event.session_id, message_id=event.message_id,
-                         task_id=event.task_id)
+        task = ChartTask(
+            self.bus,
+            session_id=event.session_id,
+            message_id=event.message_id,
+            task_id=event.task_id,
+        )
         if await task.is_terminal():
             return
         if await task.cancel_requested():
             await task.cancelled()
             return
         raw = await self.bus.get_last_for_subject(
-            self.bus.subjects.message(event.session_id, event.message_id, "execution_completed"))
+            self.bus.subjects.message(event.session_id, event.message_id, "execution_completed")
+        )
         result = decode(raw.data or b"") if raw is not None else None
         if not isinstance(result, ExecutionCompleted):
             await task.failed("this analysis has no result to chart", code="no_result")
@@ -264,11 +302,16 @@ class ChartWorker:
             return
         event = decode(raw.data or b"")
         if isinstance(event, ChartRequested):
-            task = ChartTask(self.bus, session_id=event.session_id,
-                             message_id=event.message_id, task_id=event.task_id)
+            task = ChartTask(
+                self.bus,
+                session_id=event.session_id,
+                message_id=event.message_id,
+                task_id=event.task_id,
+            )
             if not await task.is_terminal():
-                await task.failed(f"gave up after {adv.deliveries} deliveries",
-                                  code="max_deliveries")
+                await task.failed(
+                    f"gave up after {adv.deliveries} deliveries", code="max_deliveries"
+                )
 
 
 def summarize(result: ExecutionCompleted, chart: ChartCompleted | None) -> str:
