@@ -67,14 +67,13 @@ def _inspect(data: bytes, fmt: str) -> Inspected:
         try:
             reader = "read_parquet" if fmt == "parquet" else "read_csv_auto"
             # The path is ours (mkstemp), never the client's.
-            rel = con.sql(f"SELECT * FROM {reader}('{path}')")
-            columns = [
-                Column(name=n, type=str(t)) for n, t in zip(rel.columns, rel.types, strict=True)
-            ]
+            source = f"{reader}('{path}')"
+            described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+            columns = [Column(name=str(row[0]), type=str(row[1])) for row in described]
             if not columns:
                 raise UnreadableDataset("the file has no columns")
-            count = con.sql(f"SELECT count(*) FROM {reader}('{path}')").fetchone()
-            sample = rel.limit(SAMPLE_ROWS).fetchall()
+            count = con.execute(f"SELECT count(*) FROM {source}").fetchall()[0]
+            sample = con.execute(f"SELECT * FROM {source} LIMIT {SAMPLE_ROWS}").fetchall()
         finally:
             con.close()
     except duckdb.Error as exc:

@@ -24,3 +24,4 @@ class GatewaySettings(DatabaseSettings):
     sample_dataset: str | None = None  # attached to every new session when set
     static_dir: str | None = None  # serve the web UI from here instead of the bundled one
     ws_max_clients: int = 10_000
+    dev_token: str | None = Field(default=None, repr=False)  # offered to loopback clients only

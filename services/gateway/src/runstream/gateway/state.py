@@ -54,7 +54,12 @@ class Gateway:
             await self.models.wait_for_seq(seq, self.settings.read_wait_s)
 
     async def session_for(self, owner: str, session_id: str, min_seq: int = 0) -> dict[str, Any]:
-        """The owner's session, or 404 (also for another owner's session)."""
+        """The owner's session, or 404 (also for another owner's session).
+
+        `min_seq`: the caller has seen that stream position; wait (bounded) until the
+        read models reflect it, so a read never goes back in time.
+        """
+        await self.caught_up(min_seq)
         session = await self.models.get_session(session_id)
         if session is None:
             seq = max(self.recent.get(session_id) or 0, min_seq)
@@ -66,6 +71,7 @@ class Gateway:
         return session
 
     async def message_for(self, owner: str, message_id: str, min_seq: int = 0) -> dict[str, Any]:
+        await self.caught_up(min_seq)
         message = await self.models.get_message(message_id)
         if message is None:
             seq = max(self.recent.get(message_id) or 0, min_seq)

@@ -68,4 +68,19 @@ async def stats(request: Req) -> dict[str, Any]:
     }
 
 
-ROUTES = [healthz, readyz, metrics, stats]
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+@get("/dev-token", exclude_from_auth=True)
+async def dev_token(request: Req) -> Response[Any]:
+    """The dev token of `runstream up`, so the UI on localhost can sign in at once."""
+    state = getattr(request.app.state, "gateway", None)
+    token = state.settings.dev_token if state is not None else None
+    host = request.client.host if request.client else ""
+    if not token or host not in LOOPBACK:
+        return Response({"error": {"code": "not_found", "message": "no dev token here",
+                                   "details": {}}}, status_code=404)
+    return Response({"token": token}, headers={"Cache-Control": "no-store"})
+
+
+ROUTES = [healthz, readyz, metrics, stats, dev_token]

@@ -71,7 +71,9 @@ async def _attach_sample(g: Gateway, sid: str) -> int | None:
 
 @get("/api/sessions")
 async def list_sessions(request: Req) -> dict[str, Any]:
-    return await gw(request).models.list_sessions(owner(request))
+    g = gw(request)
+    await g.caught_up(min_seq(request))
+    return await g.models.list_sessions(owner(request))
 
 
 @get("/api/sessions/{session_id:str}")

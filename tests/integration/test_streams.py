@@ -1,0 +1,253 @@
+"""The SSE contract, WebSocket, notifications and polling, through real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import websockets
+
+from runstream.bus import Bus, BusSettings, SessionAggregate
+from runstream.contracts import LogAppended, new_id, utcnow
+from tests.integration.conftest import collect, new_session
+
+
+def _bus_settings(stack) -> BusSettings:
+    s = stack.settings
+    return BusSettings(url=s.nats_url, stream=s.stream, prefix=s.prefix)
+
+
+async def _submit(c: httpx.AsyncClient, sid: str, question: str = "q") -> dict:
+    r = await c.post(f"/api/sessions/{sid}/analyses", json={"question": question})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def _log(sid: str, mid: str, i: int) -> LogAppended:
+    return LogAppended(event_id=new_id(), at=utcnow(), session_id=sid, message_id=mid,
+                       text=f"line {i}")
+
+
+async def test_a_stream_opened_at_as_of_seq_gives_exactly_what_the_snapshot_lacks(stack):
+    total = 150
+    async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+        sid = await new_session(c)
+        mid = (await _submit(c, sid))["message_id"]
+        first = 60
+        for i in range(first):
+            await bus.publish(_log(sid, mid, i))
+
+        async def writer() -> None:  # events keep arriving during the hand-off
+            for i in range(first, total):
+                await bus.publish(_log(sid, mid, i))
+                if i % 5 == 0:
+                    await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(writer())
+        snap = (await c.get(f"/api/messages/{mid}")).json()
+        in_snapshot = [log["text"] for log in snap["logs"]]
+        async with c.stream("GET", f"/api/messages/{mid}/events",
+                            params={"after_seq": snap["as_of_seq"]}) as r:
+            frames = await collect(r, lambda f: len(in_snapshot) + sum(
+                x.event == "log_appended" for x in f) >= total)
+        await task
+    streamed = [f.data["text"] for f in frames if f.event == "log_appended"]
+    assert all(f.id > snap["as_of_seq"] for f in frames)
+    assert in_snapshot + streamed == [f"line {i}" for i in range(total)]
+
+
+async def test_a_cursor_older_than_the_retained_stream_gets_a_reset_with_a_snapshot(
+    stack_factory,
+):
+    async with stack_factory(overrides={"stream_max_msgs": 40}) as stack:
+        async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+            sid = await new_session(c)
+            mid = (await _submit(c, sid))["message_id"]
+            for i in range(100):
+                await bus.publish(_log(sid, mid, i))
+            first = await bus.first_seq()
+            assert first > 2, "old events were discarded"
+            async with c.stream("GET", f"/api/sessions/{sid}/events",
+                                headers={"Last-Event-ID": "1"}) as r:
+                frames = await collect(r, lambda f: any(
+                    x.event == "log_appended" and x.data["text"] == "line 99" for x in f))
+    reset = frames[0]
+    assert reset.event == "reset"
+    assert reset.data["reason"] == "cursor_expired"
+    assert reset.data["snapshot"]["as_of_seq"] == reset.id
+    assert [m["role"] for m in reset.data["snapshot"]["messages"]] == ["user", "assistant"]
+    assert all(f.id > reset.id for f in frames[1:])
+
+
+async def test_a_message_stream_ends_after_the_message_settles(stack):
+    async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+        sid = await new_session(c)
+        mid = (await _submit(c, sid))["message_id"]
+
+        async def finish() -> None:
+            await bus.publish(_log(sid, mid, 0))
+            await SessionAggregate(bus).settle(sid, mid, "completed", summary="done")
+            await bus.publish(_log(sid, mid, 1))  # after the settle: not part of the stream
+
+        async with c.stream("GET", f"/api/messages/{mid}/events") as r:
+            task = asyncio.create_task(finish())
+            frames = await collect(r, lambda f: False)  # until the server ends the stream
+            await task
+    types = [f.event for f in frames]
+    assert types[0] == "analysis_requested"
+    assert types[-1] == "analysis_settled"
+    assert frames[-1].data["status"] == "completed"
+    # a settled message's stream, opened later from its snapshot, ends at once
+    async with stack.client() as c:
+        snap = (await c.get(f"/api/messages/{mid}", params={"min_seq": frames[-1].id})).json()
+        assert snap["status"] == "completed"
+        async with c.stream("GET", f"/api/messages/{mid}/events",
+                            params={"after_seq": snap["as_of_seq"]}) as r:
+            later = await collect(r, lambda f: False, timeout=5)
+    assert later == []
+
+
+async def test_streams_send_a_retry_hint_and_heartbeat_comments(stack_factory):
+    async with stack_factory(overrides={"sse_heartbeat_s": 0.2}) as stack, stack.client() as c:
+        sid = await new_session(c)
+        lines: list[str] = []
+        async with c.stream("GET", f"/api/sessions/{sid}/events") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"] == "no-cache"
+
+            async def read() -> None:
+                async for line in r.aiter_lines():
+                    lines.append(line)
+                    if sum(x.startswith(": heartbeat") for x in lines) >= 2:
+                        return
+
+            await asyncio.wait_for(read(), 10)
+    assert any(x.startswith("retry: ") for x in lines)
+    assert sum(x.startswith(": heartbeat") for x in lines) >= 2
+
+
+async def test_the_websocket_carries_the_same_frames_and_resumes_after_a_sequence(stack):
+    async with stack.client() as c:
+        sid = await new_session(c)
+        sub = await _submit(c, sid)
+    ws_url = stack.url.replace("http", "ws") + f"/api/sessions/{sid}/ws"
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        second = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert first["type"] == "session_created" and first["data"]["session_id"] == sid
+    assert second["type"] == "analysis_requested" and second["seq"] == sub["as_of_seq"]
+    async with stack.client() as c:
+        token = (await c.post("/api/stream-tokens")).json()["token"]
+    async with websockets.connect(f"{ws_url}?after_seq={first['seq']}&token={token}") as ws:
+        resumed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert resumed == second
+
+
+async def test_notifications_follow_background_work_and_clear_when_read(stack):
+    async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+        sid = await new_session(c)
+        async with c.stream("GET", "/api/events") as feed:
+            sub = await _submit(c, sid)
+            mid = sub["message_id"]
+            listed = (await c.get("/api/sessions", params={"min_seq": sub["as_of_seq"]})).json()
+            listed = {s["session_id"]: s for s in listed["sessions"]}
+            assert listed[sid]["status"] == "analyzing"
+            assert listed[sid]["active_message_id"] == mid
+            settled = await SessionAggregate(bus).settle(sid, mid, "completed", summary="ok")
+            listed = (await c.get("/api/sessions", params={"min_seq": settled.seq})).json()
+            listed = {s["session_id"]: s for s in listed["sessions"]}
+            assert listed[sid]["has_notification"] is True
+            assert listed[sid]["status"] == "idle"
+            read = await c.post(f"/api/sessions/{sid}/read")
+            assert read.status_code == 200 and read.json()["has_notification"] is False
+            frames = await collect(feed, lambda f: any(x.event == "session_read" for x in f))
+    assert [f.event for f in frames] == ["analysis_requested", "analysis_settled", "session_read"]
+
+
+async def test_the_owner_feed_never_shows_another_owners_sessions(stack):
+    async with stack.client("alice") as a, stack.client("bob") as b:
+        async with b.stream("GET", "/api/events") as feed:
+            await new_session(a, "alice's")
+            mine = await new_session(b, "bob's")
+            frames = await collect(feed, lambda f: any(x.event == "session_created" for x in f))
+    assert [f.data["session_id"] for f in frames] == [mine]
+
+
+async def test_polling_a_message_is_cheap_with_etags(stack):
+    async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+        sid = await new_session(c)
+        mid = (await _submit(c, sid))["message_id"]
+        first = await c.get(f"/api/messages/{mid}")
+        etag = first.headers["etag"]
+        again = await c.get(f"/api/messages/{mid}", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        p = await bus.publish(_log(sid, mid, 0))
+        changed = await c.get(f"/api/messages/{mid}", params={"min_seq": p.seq},
+                              headers={"If-None-Match": etag})
+        await SessionAggregate(bus).settle(sid, mid, "failed")
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+async def test_prefer_wait_answers_with_the_settled_message_when_it_settles_in_time(stack):
+    async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+        sid = await new_session(c)
+        quick = await c.post(f"/api/sessions/{sid}/analyses", json={"question": "q"},
+                             headers={"Prefer": "wait=0.2"})
+        assert quick.status_code == 202, "nothing settles it: the usual 202"
+        await SessionAggregate(bus).settle(sid, quick.json()["message_id"], "failed")
+
+        async def settle_when_requested() -> None:
+            state = SessionAggregate(bus)
+            while True:
+                current = await state.load(sid)
+                lock = current.lock
+                if lock is not None and lock.message_id != quick.json()["message_id"]:
+                    await state.settle(sid, lock.message_id, "completed", summary="quick")
+                    return
+                await asyncio.sleep(0.01)
+
+        helper = asyncio.create_task(settle_when_requested())
+        waited = await c.post(f"/api/sessions/{sid}/analyses", json={"question": "q2"},
+                              headers={"Prefer": "wait=10"})
+        await helper
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["status"] == "completed" and waited.json()["summary"] == "quick"
+    assert waited.headers["preference-applied"] == "wait=10"
+
+
+async def test_cancel_frees_the_session_at_once_and_cannot_be_repeated(stack):
+    async with stack.client() as c:
+        sid = await new_session(c)
+        mid = (await _submit(c, sid))["message_id"]
+        r = await c.post(f"/api/messages/{mid}/cancel")
+        assert r.status_code == 202 and r.json()["status"] == "cancelled"
+        nxt = await c.post(f"/api/sessions/{sid}/analyses", json={"question": "next"})
+        assert nxt.status_code == 202, "the lock was freed by the cancel"
+        msg = (await c.get(f"/api/messages/{mid}", params={"min_seq": r.json()["as_of_seq"]}))
+        assert msg.json()["status"] == "cancelled"
+        again = await c.post(f"/api/messages/{mid}/cancel")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "already_settled"
+        retry = await c.post(f"/api/messages/{mid}/retry")
+        assert retry.status_code == 409, "retry while another analysis runs is refused"
+
+
+async def test_datasets_are_inspected_and_bad_ones_refused(stack_factory):
+    async with stack_factory(overrides={"dataset_max_bytes": 2000}) as stack, \
+            stack.client() as c:
+        sid = await new_session(c)
+        csv = b"region,revenue\nNorth,10.5\nSouth,20\nNorth,4.5\n"
+        r = await c.post(f"/api/sessions/{sid}/datasets", params={"name": "sales"}, content=csv,
+                         headers={"content-type": "text/csv"})
+        assert r.status_code == 201, r.text
+        ds = r.json()
+        assert ds["row_count"] == 3 and ds["format"] == "csv"
+        assert [col["name"] for col in ds["columns"]] == ["region", "revenue"]
+        too_big = await c.post(f"/api/sessions/{sid}/datasets", content=b"a,b\n" + b"1,2\n" * 600)
+        assert too_big.status_code == 413
+        bad = await c.post(f"/api/sessions/{sid}/datasets", params={"format": "parquet"},
+                           content=b"this is not parquet")
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "unreadable_dataset"
+        listed = (await c.get(f"/api/sessions/{sid}/datasets")).json()["datasets"]
+        assert [d["dataset_id"] for d in listed] == [ds["dataset_id"]]
