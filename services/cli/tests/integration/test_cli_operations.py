@@ -160,3 +160,26 @@ async def test_tail_prints_earlier_and_live_events_of_one_session_only(
         stop.set()
         await task
     assert "title=mine" in seen and "not mine" not in seen
+
+
+async def test_status_reports_the_stream_consumers_and_projector_lag(
+    bus: Bus, db: asyncpg.Connection, settings: CliSettings
+) -> None:
+    from runstream.bus import ConsumerSpec, ensure_consumer
+    from runstream.cli import status
+
+    sessions = SessionAggregate(bus)
+    for _ in range(3):
+        await sessions.create(new_id(), owner="alice")
+    spec = ConsumerSpec(durable="projector", filter_subjects=[bus.subjects.all])
+    await ensure_consumer(bus, spec)
+    await db.execute("INSERT INTO projection_checkpoints (name, seq) VALUES ('projector', 1)")
+
+    report = await status.collect(settings)
+
+    assert report["stream"]["messages"] == 3 and report["stream"]["last_seq"] == 3
+    (consumer,) = report["consumers"]
+    assert consumer["name"] == "projector" and consumer["pending"] == 3
+    assert report["checkpoint"] == 1 and report["lag"] == 2
+    text = status.render(report, settings.nats_url)
+    assert "checkpoint 1 of 3 (lag 2)" in text
