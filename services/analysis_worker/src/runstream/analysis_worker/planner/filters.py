@@ -41,6 +41,10 @@ _OP_WORDS: list[tuple[tuple[str, ...], str]] = [
 class FilterReader:
     """Holds the question being read; each pass takes the tokens it understands."""
 
+    toks: list[Tok]
+    cols: list[ColumnRef]
+    intent: Intent
+
     def __init__(self, question: str, cols: list[ColumnRef], samples: list[list[Any]]) -> None:
         self.cols = cols
         self.toks = mark_columns(tokenize(question), cols, RESERVED)

@@ -82,6 +82,8 @@ def _unanswerable(ctx: PlanningContext, cols: list[ColumnRef], reason: str) -> s
 
 
 class _Reader(FilterReader):
+    toks: list[Tok]
+
     def read(self) -> Intent:
         if not self.cols:
             raise Unreadable("the table has no columns")
@@ -172,7 +174,8 @@ class _Reader(FilterReader):
 
     # --- grouping ----------------------------------------------------------------------
     def _groups(self) -> None:
-        toks, out, i = self.toks, [], 0
+        toks, i = self.toks, 0
+        out: list[Tok] = []
         while i < len(toks):
             t = toks[i]
             if t.is_word(*GROUP_WORDS) and i + 1 < len(toks):
@@ -204,7 +207,8 @@ class _Reader(FilterReader):
 
     # --- measures ----------------------------------------------------------------------
     def _measures(self) -> None:
-        toks, used, i = self.toks, set(), 0
+        toks, i = self.toks, 0
+        used: set[int] = set()
         while i < len(toks):
             t = toks[i]
             if _counting(toks, i):
