@@ -8,7 +8,7 @@ still land in logs but never change its status.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
@@ -44,6 +44,8 @@ from runstream.contracts import (
 
 MESSAGE_TERMINAL = ("completed", "failed", "cancelled", "expired")
 TASK_TERMINAL = ("completed", "failed", "cancelled")
+StepEvent: TypeAlias = StepStarted | StepProgressed | StepCompleted | StepFailed
+
 _NOT_TERMINAL = "status NOT IN ('completed', 'failed', 'cancelled', 'expired')"
 _TASK_OPEN = "status NOT IN ('completed', 'failed', 'cancelled')"
 
@@ -407,9 +409,6 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
             reason,
             event.at,
         )
-
-
-StepEvent = StepStarted | StepProgressed | StepCompleted | StepFailed
 
 
 async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:

@@ -84,7 +84,7 @@ class StreamReader:
         return items
 
     async def close(self) -> None:
-        if self._psub is not None:
+        if self._psub is not None and self._name is not None:
             try:
                 await self._psub.unsubscribe()
                 await self.js.delete_consumer(self.stream, self._name)
@@ -108,6 +108,7 @@ async def rebuild_from(
     *,
     schema: str = "runstream",
     batch: int = BATCH,
+    lock_timeout_s: float = 30.0,
 ) -> RebuildReport:
     validate_schema(schema)
     started = time.perf_counter()
@@ -145,6 +146,9 @@ async def rebuild_from(
                 # recreated): the rebuild is then the truth of what the stream still holds.
                 log.warning("rebuild.behind_live", checkpoint=checkpoint, live=previous)
             poison = await conn.fetchval("SELECT count(*) FROM poison_events")
+            # Dropping the old tables waits for readers still inside them; give up (and
+            # leave the live schema untouched) rather than queue every new reader behind.
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
             if live_exists:
                 await conn.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{old}"')
             await conn.execute(f'ALTER SCHEMA "{fresh}" RENAME TO "{schema}"')
