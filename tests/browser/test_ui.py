@@ -1,0 +1,153 @@
+"""The web UI in a real browser: a whole stack in process, Chromium driven from Node.
+
+The scenario (tests/browser/ui.spec.mjs): sign in, create a session, upload a CSV, ask,
+see steps live, reload mid-analysis and get the earlier logs back, see the table and the
+chart, then see the unread dot of another session that finished in the background.
+Skipped, loudly, when Node or Chromium is missing and cannot be installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SPEC = HERE / "ui.spec.mjs"
+SCREENSHOT = ROOT / "test-artifacts" / "ui-finished.png"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Extra time the sandboxed query takes, so that "reload mid-analysis" is not a race.
+EXECUTION_DELAY_S = 3.0
+SPEC_TIMEOUT_S = 240.0
+
+SALES_CSV = """region,revenue
+North,120
+South,80
+North,100
+East,95
+South,60
+East,105
+West,70
+West,90
+"""
+
+
+def _skip(reason: str) -> None:
+    banner = f"\n{'=' * 72}\nBROWSER TESTS SKIPPED: {reason}\n{'=' * 72}\n"
+    print(banner, file=sys.stderr)
+    pytest.skip(f"browser tests skipped: {reason}")
+
+
+def _run(*cmd: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                           timeout=timeout, check=False)
+
+
+def _ensure_chromium() -> None:
+    """Debian's chromium package; installed here when running as root with apt."""
+    if Path(CHROMIUM).exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt and hasattr(os, "geteuid") and os.geteuid() == 0:
+        print("installing chromium with apt-get (one-time set-up)...", file=sys.stderr)
+        if _run(apt, "install", "-y", "chromium").returncode != 0:
+            _run(apt, "update")
+            _run(apt, "install", "-y", "chromium")
+    if not Path(CHROMIUM).exists():
+        _skip(f"Chromium is not available at {CHROMIUM} "
+              "(install Debian's `chromium` package, or set CHROMIUM=/path/to/chromium)")
+
+
+def _ensure_node_modules(node: str) -> None:
+    """playwright-core from the committed lock file (it never downloads a browser)."""
+    if (HERE / "node_modules" / "playwright-core" / "package.json").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        _skip("npm is not installed, so playwright-core cannot be installed")
+    result = _run(npm, "ci", "--no-audit", "--no-fund", cwd=HERE)
+    if result.returncode != 0:
+        _skip(f"`npm ci` in {HERE} failed:\n{result.stderr[-2000:]}")
+    check = _run(node, "-e", "import('playwright-core').then(() => 0)", cwd=HERE)
+    if check.returncode != 0:
+        _skip(f"playwright-core does not load:\n{check.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def browser_tools() -> str:
+    """The node binary, once Chromium and playwright-core are in place."""
+    node = shutil.which("node")
+    if node is None:
+        _skip("Node.js is not installed (`node` is not on PATH)")
+    assert node is not None
+    _ensure_chromium()
+    _ensure_node_modules(node)
+    return node
+
+
+def _slow_down_execution(monkeypatch: pytest.MonkeyPatch, seconds: float) -> bool:
+    """Stretch each sandboxed query by `seconds` (the in-process execution worker)."""
+    try:
+        from runstream.execution_worker import worker
+    except ImportError:
+        return False
+    original = getattr(worker, "run_sandboxed", None)
+    if original is None:
+        return False
+
+    async def slowed(*args: Any, **kwargs: Any) -> Any:
+        result = await original(*args, **kwargs)
+        await asyncio.sleep(seconds)
+        return result
+
+    monkeypatch.setattr(worker, "run_sandboxed", slowed)
+    return True
+
+
+@pytest.mark.timeout(SPEC_TIMEOUT_S + 60)
+async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the_background(
+    stack_factory: Any, browser_tools: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slowed = _slow_down_execution(monkeypatch, EXECUTION_DELAY_S)
+    csv_path = tmp_path / "sales.csv"
+    csv_path.write_text(SALES_CSV)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+
+    async with stack_factory(workers=True) as stack:
+        env = {
+            **os.environ,
+            "RUNSTREAM_URL": stack.url,
+            "RUNSTREAM_TOKEN": stack.token("alice"),
+            "RUNSTREAM_CSV": str(csv_path),
+            "RUNSTREAM_SCREENSHOT": str(SCREENSHOT),
+            "RUNSTREAM_REQUIRE_MID_ANALYSIS": "1" if slowed else "0",
+            "CHROMIUM": CHROMIUM,
+        }
+        # A subprocess on the event loop, so the in-process stack keeps serving meanwhile.
+        proc = await asyncio.create_subprocess_exec(
+            browser_tools, str(SPEC), cwd=str(HERE), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), SPEC_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            output, _ = await proc.communicate()
+            print(output.decode(errors="replace"))
+            pytest.fail(f"the browser scenario did not finish within {SPEC_TIMEOUT_S:.0f} s")
+
+    print(output.decode(errors="replace"))
+    assert proc.returncode == 0, f"the browser scenario failed (exit {proc.returncode})"
+    assert SCREENSHOT.exists() and SCREENSHOT.stat().st_size > 0
+    print(f"screenshot of the finished analysis: {SCREENSHOT}")

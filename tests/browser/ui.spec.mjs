@@ -1,0 +1,188 @@
+// Drives the Runstream web UI in the machine's Chromium (playwright-core, no download).
+//
+// Environment: RUNSTREAM_URL, RUNSTREAM_TOKEN (an access token), RUNSTREAM_CSV (a small
+// region,revenue file), RUNSTREAM_SCREENSHOT (where the finished analysis is saved),
+// RUNSTREAM_REQUIRE_MID_ANALYSIS=1 to insist that the reload happened mid-analysis,
+// CHROMIUM (default /usr/bin/chromium). Exits 0 on success, 1 with a reason otherwise.
+
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { chromium } from "playwright-core";
+
+const URL = env("RUNSTREAM_URL");
+const TOKEN = env("RUNSTREAM_TOKEN");
+const CSV = env("RUNSTREAM_CSV");
+const SCREENSHOT = env("RUNSTREAM_SCREENSHOT");
+const REQUIRE_MID = process.env.RUNSTREAM_REQUIRE_MID_ANALYSIS === "1";
+const QUESTION = "average revenue by region";
+const STEP_TIMEOUT = 60_000;
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) fail(`${name} is not set`);
+  return value;
+}
+
+function fail(message) {
+  console.error(`FAIL: ${message}`);
+  process.exit(1);
+}
+
+function log(message) {
+  console.log(`[ui] ${message}`);
+}
+
+const sel = (testid, extra = "") => `[data-testid="${testid}"]${extra}`;
+
+async function currentSession(page) {
+  const hash = await page.evaluate(() => location.hash);
+  const m = hash.match(/^#\/s\/(.+)$/);
+  if (!m) fail(`no session in the URL (hash ${hash})`);
+  return decodeURIComponent(m[1]);
+}
+
+async function newSessionWithData(page) {
+  const before = await page.evaluate(() => location.hash);
+  await page.click(sel("new-session"));
+  await page.waitForFunction((prev) => /^#\/s\/.+/.test(location.hash) && location.hash !== prev,
+    before);
+  await page.waitForSelector(sel("composer"));
+  const sid = await currentSession(page);
+  await page.setInputFiles(sel("dataset-input"), CSV);
+  await page.waitForSelector(`${sel("dataset")}:has-text("${CSV.split("/").pop()}")`);
+  return sid;
+}
+
+async function ask(page, question) {
+  await page.fill(sel("question-input"), question);
+  await page.click(sel("ask"));
+  const card = page.locator(sel("analysis")).last();
+  await card.waitFor();
+  return card.getAttribute("data-message-id");
+}
+
+const analysis = (mid) => `${sel("analysis")}[data-message-id="${mid}"]`;
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const consoleErrors = [];
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    context.setDefaultTimeout(STEP_TIMEOUT);
+    const page = await context.newPage();
+    page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
+    page.on("pageerror", (err) => consoleErrors.push(String(err)));
+
+    // Sign in with the token.
+    await page.goto(URL);
+    await page.waitForSelector(sel("signin"));
+    await page.fill(sel("token-input"), TOKEN);
+    await page.click(sel("signin-submit"));
+    await page.waitForSelector(sel("new-session"));
+    log("signed in");
+
+    // A session with the CSV, and a question.
+    const first = await newSessionWithData(page);
+    log(`session ${first} has the dataset`);
+    const mid = await ask(page, QUESTION);
+    if (!mid) fail("the analysis card has no message id");
+    await page.waitForSelector(`${sel("user-message")}:has-text("${QUESTION}")`);
+
+    // Steps appear live, over the stream.
+    await page.waitForSelector(`${analysis(mid)} ${sel("step")}`);
+    await page.waitForSelector(`${analysis(mid)} ${sel("log-line")}`);
+    await page.waitForSelector(`${sel("connection")}[data-state="live"]`);
+    const logsBefore = await page.locator(`${analysis(mid)} ${sel("log-line")} .log-text`)
+      .allTextContents();
+    const statusBefore = await page.getAttribute(analysis(mid), "data-status");
+    log(`steps live (${await page.locator(`${analysis(mid)} ${sel("step")}`).count()}), `
+      + `${logsBefore.length} log lines, status ${statusBefore}; reloading`);
+
+    // Reload in the middle: everything comes back from analysis-status + the stream.
+    await page.reload();
+    await page.waitForSelector(analysis(mid));
+    const statusAfter = await page.getAttribute(analysis(mid), "data-status");
+    const mid_analysis = !["completed", "failed", "cancelled", "expired"].includes(statusAfter);
+    log(`after the reload the analysis is ${statusAfter}`
+      + (mid_analysis ? " (mid-analysis)" : ""));
+    if (REQUIRE_MID && !mid_analysis) fail("the reload did not happen mid-analysis");
+    const logsAfter = await page.locator(`${analysis(mid)} ${sel("log-line")} .log-text`)
+      .allTextContents();
+    for (const line of logsBefore) {
+      if (!logsAfter.includes(line)) fail(`log line lost across the reload: ${line}`);
+    }
+    log(`all ${logsBefore.length} earlier log lines are back (${logsAfter.length} now)`);
+
+    // The analysis finishes with a table and a chart.
+    await page.waitForSelector(`${analysis(mid)}[data-status="completed"]`);
+    await page.waitForSelector(`${analysis(mid)} ${sel("result-table")} tbody tr`);
+    await page.waitForSelector(`${analysis(mid)} ${sel("chart")} svg`);
+    const header = await page.locator(`${analysis(mid)} ${sel("result-table")} th`)
+      .allTextContents();
+    if (!header.some((h) => /region/i.test(h))) fail(`unexpected result columns: ${header}`);
+    const steps = await page.locator(`${analysis(mid)} ${sel("step")}`).count();
+    const logsFinal = await page.locator(`${analysis(mid)} ${sel("log-line")} .log-text`)
+      .allTextContents();
+    if (new Set(logsFinal).size !== logsFinal.length) {
+      fail(`duplicate log lines after resuming the stream: ${logsFinal.join(" | ")}`);
+    }
+    log(`finished: ${steps} steps, columns ${header.join(", ")}, chart drawn`);
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    // Frame the question and its answer (the message list scrolls by itself).
+    await page.setViewportSize({ width: 1280, height: 1240 });
+    await page.locator(sel("user-message")).last().evaluate((el) => el.scrollIntoView());
+    await page.screenshot({ path: SCREENSHOT, fullPage: false });
+    log(`screenshot: ${SCREENSHOT}`);
+
+    // A second session analyzing in the background while the first is open.
+    const second = await newSessionWithData(page);
+    const mid2 = await ask(page, "total revenue by region");
+    await page.waitForSelector(`${sel("session-item")}[data-session-id="${second}"] `
+      + sel("analyzing-marker"));
+    // A second question while one runs is refused, clearly.
+    if (await page.getAttribute(analysis(mid2), "data-status") !== "completed") {
+      await page.fill(sel("question-input"), "max revenue by region");
+      await page.click(sel("ask"));
+      const notice = page.locator(sel("notice"));
+      await notice.waitFor();
+      const text = await notice.textContent();
+      if (!text.includes("An analysis is already running in this session")) {
+        // The first one may have just finished: then the question was accepted.
+        log(`second question not refused (${text.trim()})`);
+      } else {
+        log("a second question while one runs is refused with a clear message");
+      }
+    }
+    await page.click(`${sel("session-item")}[data-session-id="${first}"]`);
+    await page.waitForSelector(`${sel("session-item")}[data-session-id="${first}"]`
+      + `[data-current="true"]`);
+    log(`switched back to ${first}; waiting for ${second} to finish in the background`);
+    await page.waitForSelector(`${sel("session-item")}[data-session-id="${second}"] `
+      + sel("unread-dot"));
+    log(`unread dot on ${second}`);
+    const firstDot = await page.locator(`${sel("session-item")}[data-session-id="${first}"] `
+      + sel("unread-dot")).count();
+    if (firstDot) fail("the open session shows an unread dot");
+
+    // Opening it clears the dot.
+    await page.click(`${sel("session-item")}[data-session-id="${second}"]`);
+    await page.waitForSelector(`${sel("analysis")}[data-status="completed"]`);
+    await page.waitForFunction((s) => !document.querySelector(
+      `[data-testid="session-item"][data-session-id="${s}"] [data-testid="unread-dot"]`), second);
+    log("opening the session cleared its dot");
+
+    const relevant = consoleErrors.filter((e) => !/Failed to load resource.*40[49]/.test(e)
+      && !/dev-token/.test(e));
+    if (relevant.length) fail(`errors in the page console:\n${relevant.join("\n")}`);
+    log("OK");
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((err) => fail(err && err.stack ? err.stack : String(err)));
