@@ -47,10 +47,13 @@ def _skip(reason: str) -> None:
     pytest.skip(f"browser tests skipped: {reason}")
 
 
-def _run(*cmd: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    *cmd: str, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=timeout, check=False)
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _ensure_chromium() -> None:
@@ -64,8 +67,10 @@ def _ensure_chromium() -> None:
             _run(apt, "update")
             _run(apt, "install", "-y", "chromium")
     if not Path(CHROMIUM).exists():
-        _skip(f"Chromium is not available at {CHROMIUM} "
-              "(install Debian's `chromium` package, or set CHROMIUM=/path/to/chromium)")
+        _skip(
+            f"Chromium is not available at {CHROMIUM} "
+            "(install Debian's `chromium` package, or set CHROMIUM=/path/to/chromium)"
+        )
 
 
 def _ensure_node_modules(node: str) -> None:
@@ -116,7 +121,10 @@ def _slow_down_execution(monkeypatch: pytest.MonkeyPatch, seconds: float) -> boo
 
 @pytest.mark.timeout(SPEC_TIMEOUT_S + 60)
 async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the_background(
-    stack_factory: Any, browser_tools: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    stack_factory: Any,
+    browser_tools: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slowed = _slow_down_execution(monkeypatch, EXECUTION_DELAY_S)
     csv_path = tmp_path / "sales.csv"
@@ -136,8 +144,12 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
         }
         # A subprocess on the event loop, so the in-process stack keeps serving meanwhile.
         proc = await asyncio.create_subprocess_exec(
-            browser_tools, str(SPEC), cwd=str(HERE), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            browser_tools,
+            str(SPEC),
+            cwd=str(HERE),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), SPEC_TIMEOUT_S)
