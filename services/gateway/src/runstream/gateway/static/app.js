@@ -30,6 +30,7 @@ const state = {
   notice: null,        // {kind, text, messageId?}
   uploading: false,
   sending: false,
+  signingIn: false,
 };
 
 const app = document.getElementById("app");
@@ -51,6 +52,7 @@ async function showSignIn(error = "") {
     const token = input.value.trim();
     if (!token) return;
     auth.token = token;
+    state.signingIn = true;
     try {
       await api.listSessions();
     } catch (err) {
@@ -59,6 +61,8 @@ async function showSignIn(error = "") {
         ? "That token was refused: it may have expired or come from another deployment."
         : `Could not reach the gateway (${err.message}).`;
       return;
+    } finally {
+      state.signingIn = false;
     }
     start();
   };
@@ -81,14 +85,19 @@ async function showSignIn(error = "") {
 
 function signOut() {
   auth.token = "";
-  location.hash = "";
+  window.onhashchange = null;
+  closeSession();
+  state.sessions = [];
+  history.replaceState(null, "", location.pathname);
   showSignIn();
 }
 
 setUnauthorizedHandler(() => {
-  if (!auth.token) return;
+  if (!auth.token || state.signingIn) return;
   auth.token = "";
-  showSignIn("Your session has expired. Sign in again.");
+  window.onhashchange = null;
+  closeSession();
+  showSignIn("Your token has expired or was refused. Sign in again.");
 });
 
 // ---------------------------------------------------------------------------------------
@@ -314,9 +323,9 @@ async function loadSnapshot(sid) {
   // The page-refresh call: the active (or latest) analysis with its steps and logs.
   const active = status.message_id && view.messages.get(status.message_id);
   if (active) {
+    // Its steps and logs are as of the status snapshot: frames after it fill the rest.
     Object.assign(active, { status: status.status || active.status, steps: status.steps || [],
-      logs: status.logs || [], asOf: Math.max(listing.as_of_seq, status.as_of_seq),
-      detailed: true });
+      logs: status.logs || [], asOf: status.as_of_seq, detailed: true });
   }
   view.asOf = Math.min(listing.as_of_seq, status.as_of_seq);
   // Details (steps, logs, charts) of the other analyses, newest first, a few at a time.
