@@ -8,6 +8,7 @@ still land in logs but never change its status.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -50,12 +51,30 @@ _NOT_TERMINAL = "status NOT IN ('completed', 'failed', 'cancelled', 'expired')"
 _TASK_OPEN = "status NOT IN ('completed', 'failed', 'cancelled')"
 
 
+# ON CONFLICT DO NOTHING: the same event_id re-published under a new seq is stored once.
+_INSERT_LOG = """
+    INSERT INTO message_logs (message_id, seq, event_id, session_id, at, level, text, step)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT DO NOTHING
+"""
+
+
 def _builtins(value: Any) -> Any:
     return msgspec.to_builtins(value) if value is not None else None
 
 
-async def fold_event(conn: asyncpg.Connection, seq: int, subject: str, event: Event) -> None:
-    """Apply one decoded event at stream sequence `seq` (the caller owns the transaction)."""
+async def fold_event(
+    conn: asyncpg.Connection,
+    seq: int,
+    subject: str,
+    event: Event,
+    positions: Positions | None = None,
+) -> None:
+    """Apply one decoded event at stream sequence `seq` (the caller owns the transaction).
+
+    With `positions`, the per-entity `last_seq`/activity updates are collected there and
+    written once per batch by `positions.flush(conn)` (same result, far fewer statements).
+    """
     match event:
         # --- session aggregate --------------------------------------------------------
         case SessionCreated():
@@ -124,22 +143,14 @@ async def fold_event(conn: asyncpg.Connection, seq: int, subject: str, event: Ev
         case StepStarted() | StepProgressed() | StepCompleted() | StepFailed():
             await _step(conn, seq, event)
         case LogAppended():
-            await conn.execute(
-                """
-                INSERT INTO message_logs (message_id, seq, event_id, session_id, at, level,
-                                          text, step)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                ON CONFLICT DO NOTHING
-                """,
-                event.message_id,
-                seq,
-                event.event_id,
-                event.session_id,
-                event.at,
-                event.level,
-                event.text,
-                event.step,
-            )
+            row = (
+                event.message_id, seq, event.event_id, event.session_id, event.at,
+                event.level, event.text, event.step,
+            )  # fmt: skip
+            if positions is not None and positions.defer_logs:
+                positions.logs.append(row)
+            else:
+                await conn.execute(_INSERT_LOG, *row)
         case ScriptGenerated():
             script = {
                 "sql": event.sql,
@@ -255,34 +266,76 @@ async def fold_event(conn: asyncpg.Connection, seq: int, subject: str, event: Ev
             )
         case _:
             pass  # execution_started, cancel_requested, future types: positions only
-    await _advance(conn, seq, event)
-
-
-async def _advance(conn: asyncpg.Connection, seq: int, event: Event) -> None:
-    """What every event moves: last_seq / activity of its session and entity, the lock."""
-    await conn.execute(
-        """
-        UPDATE sessions SET last_seq = $2, last_activity_at = greatest(last_activity_at, $3)
-        WHERE session_id = $1
-        """,
-        event.session_id,
-        seq,
-        event.at,
-    )
     if isinstance(event, SessionEvent):
         await _sync_lock(conn, event)
-    if isinstance(event, MessageEvent):
-        await conn.execute(
-            "UPDATE messages SET last_seq = $2 WHERE message_id = $1", event.message_id, seq
-        )
-    if isinstance(event, ChartEvent):
-        await conn.execute(
-            "UPDATE chart_tasks SET last_seq = $2, updated_at = greatest(updated_at, $3)"
-            " WHERE task_id = $1",
-            event.task_id,
-            seq,
-            event.at,
-        )
+    if positions is None:
+        single = Positions()
+        single.record(seq, event)
+        await single.flush(conn)
+    else:
+        positions.record(seq, event)
+
+
+class Positions:
+    """Writes a batch can defer to its end, each as one pipelined statement:
+
+    - what every event moves: last_seq / activity of its session, message and chart
+      task. Only maxima are kept and every write is `greatest(...)`, so one flush per
+      batch gives exactly what a flush after each event would;
+    - log rows (`defer_logs`): no fold reads message_logs, so inserting them at the end,
+      in order, changes nothing but the number of round trips.
+    """
+
+    def __init__(self, *, defer_logs: bool = True) -> None:
+        self.defer_logs = defer_logs
+        self.logs: list[tuple[Any, ...]] = []
+        self.sessions: dict[str, tuple[int, datetime]] = {}
+        self.messages: dict[str, int] = {}
+        self.tasks: dict[str, tuple[int, datetime]] = {}
+
+    def record(self, seq: int, event: Event) -> None:
+        self.sessions[event.session_id] = _later(self.sessions.get(event.session_id), seq, event.at)
+        if isinstance(event, MessageEvent | AnalysisSettled):
+            self.messages[event.message_id] = max(self.messages.get(event.message_id, 0), seq)
+        if isinstance(event, ChartEvent):
+            self.tasks[event.task_id] = _later(self.tasks.get(event.task_id), seq, event.at)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.logs:
+            await conn.executemany(_INSERT_LOG, self.logs)
+        if self.sessions:
+            await conn.executemany(
+                """
+                UPDATE sessions SET last_seq = greatest(last_seq, $2),
+                                    last_activity_at = greatest(last_activity_at, $3)
+                WHERE session_id = $1
+                """,
+                [(sid, seq, at) for sid, (seq, at) in self.sessions.items()],
+            )
+        if self.messages:
+            await conn.executemany(
+                "UPDATE messages SET last_seq = greatest(last_seq, $2) WHERE message_id = $1",
+                list(self.messages.items()),
+            )
+        if self.tasks:
+            await conn.executemany(
+                """
+                UPDATE chart_tasks SET last_seq = greatest(last_seq, $2),
+                                       updated_at = greatest(updated_at, $3)
+                WHERE task_id = $1
+                """,
+                [(tid, seq, at) for tid, (seq, at) in self.tasks.items()],
+            )
+        self.logs.clear()
+        self.sessions.clear()
+        self.messages.clear()
+        self.tasks.clear()
+
+
+def _later(current: tuple[int, datetime] | None, seq: int, at: datetime) -> tuple[int, datetime]:
+    if current is None:
+        return seq, at
+    return max(current[0], seq), max(current[1], at)
 
 
 async def _sync_lock(conn: asyncpg.Connection, event: SessionEvent) -> None:
@@ -379,9 +432,6 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
             event.at,
         )
     await conn.execute(
-        "UPDATE messages SET last_seq = $2 WHERE message_id = $1", event.message_id, seq
-    )
-    await conn.execute(
         """
         UPDATE sessions SET status = 'idle', active_message_id = NULL
         WHERE session_id = $1 AND active_message_id = $2
@@ -412,12 +462,33 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
 
 
 async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
-    status = await conn.fetchval(
-        "SELECT status FROM messages WHERE message_id = $1", event.message_id
+    state = await conn.fetchrow(
+        """
+        SELECT (SELECT status FROM messages WHERE message_id = $1) AS message_status,
+               (SELECT mean_ms FROM step_durations WHERE step = $2) AS mean,
+               s.message_id IS NOT NULL AS exists, s.started_at, s.mean_counted
+        FROM (SELECT 1) AS one
+        LEFT JOIN message_steps s ON s.message_id = $1 AND s.step = $2
+        """,
+        event.message_id,
+        event.step,
     )
-    if status in MESSAGE_TERMINAL:
+    if state["message_status"] in MESSAGE_TERMINAL:
         return  # a late step of a settled analysis changes nothing
-    mean = await conn.fetchval("SELECT mean_ms FROM step_durations WHERE step = $1", event.step)
+    mean = state["mean"]
+    if not isinstance(event, StepStarted) and not state["exists"]:
+        # Its step_started never reached us (trimmed stream): start the row here.
+        await conn.execute(
+            """
+            INSERT INTO message_steps (message_id, step, session_id, status, attempt, last_seq)
+            VALUES ($1, $2, $3, 'running', $4, $5)
+            """,
+            event.message_id,
+            event.step,
+            event.session_id,
+            event.attempt,
+            seq,
+        )
     match event:
         case StepStarted():
             eta = event.eta_ms if event.eta_ms is not None else _round(mean)
@@ -444,8 +515,7 @@ async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
                 seq,
             )
         case StepProgressed():
-            row = await _ensure_step(conn, seq, event)
-            eta = _progress_eta(row["started_at"], event, mean)
+            eta = _progress_eta(state["started_at"], event, mean)
             await conn.execute(
                 """
                 UPDATE message_steps
@@ -461,7 +531,6 @@ async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
                 seq,
             )
         case StepCompleted():
-            row = await _ensure_step(conn, seq, event)
             await conn.execute(
                 """
                 UPDATE message_steps
@@ -476,7 +545,7 @@ async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
                 event.duration_ms,
                 seq,
             )
-            if not row["mean_counted"]:
+            if not state["mean_counted"]:
                 await conn.execute(
                     """
                     INSERT INTO step_durations (step, count, mean_ms) VALUES ($1, 1, $2)
@@ -489,7 +558,6 @@ async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
                     float(event.duration_ms),
                 )
         case StepFailed():
-            await _ensure_step(conn, seq, event)
             await conn.execute(
                 """
                 UPDATE message_steps
@@ -506,29 +574,6 @@ async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
                 event.code,
                 seq,
             )
-
-
-async def _ensure_step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> asyncpg.Record:
-    """The step row, created as running when its step_started never reached us."""
-    row = await conn.fetchrow(
-        "SELECT started_at, mean_counted FROM message_steps WHERE message_id = $1 AND step = $2",
-        event.message_id,
-        event.step,
-    )
-    if row is not None:
-        return row
-    return await conn.fetchrow(
-        """
-        INSERT INTO message_steps (message_id, step, session_id, status, attempt, last_seq)
-        VALUES ($1, $2, $3, 'running', $4, $5)
-        RETURNING started_at, mean_counted
-        """,
-        event.message_id,
-        event.step,
-        event.session_id,
-        event.attempt,
-        seq,
-    )
 
 
 def _round(value: float | None) -> int | None:

@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 
 from runstream.contracts import DecodeError, decode
-from runstream.projector.fold import fold_event
+from runstream.projector.fold import Positions, fold_event
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR
 
 logger = structlog.get_logger()
@@ -75,12 +75,15 @@ class Projector:
             )
             checkpoint = 0
         start = checkpoint
+        # Isolating: every write stays inside its event's savepoint.
+        positions = Positions(defer_logs=not isolate)
         for seq, subject, data in sorted(items, key=lambda item: item[0]):
             if seq <= checkpoint:
                 continue  # redelivered: already folded
-            await self._apply_one(conn, seq, subject, data, isolate=isolate)
+            await self._apply_one(conn, seq, subject, data, positions, isolate=isolate)
             checkpoint = seq
         if checkpoint != start:
+            await positions.flush(conn)
             await conn.execute(
                 "UPDATE projection_checkpoints SET seq = $2 WHERE name = $1",
                 self.name,
@@ -91,7 +94,14 @@ class Projector:
         return int(checkpoint)
 
     async def _apply_one(
-        self, conn: asyncpg.Connection, seq: int, subject: str, data: bytes, *, isolate: bool
+        self,
+        conn: asyncpg.Connection,
+        seq: int,
+        subject: str,
+        data: bytes,
+        positions: Positions,
+        *,
+        isolate: bool,
     ) -> None:
         try:
             event = decode(data)
@@ -99,11 +109,11 @@ class Projector:
             await self._poison(conn, seq, subject, data, f"decode: {exc}")
             return
         if not isolate:
-            await fold_event(conn, seq, subject, event)
+            await fold_event(conn, seq, subject, event, positions)
             return
         try:
             async with conn.transaction():  # a savepoint
-                await fold_event(conn, seq, subject, event)
+                await fold_event(conn, seq, subject, event, positions)
         except _DATA_ERRORS as exc:
             await self._poison(conn, seq, subject, data, f"fold: {type(exc).__name__}: {exc}")
 
