@@ -395,6 +395,7 @@ function applyFrame(type, ev, seq) {
       view.datasets.push({ dataset_id: ev.dataset_id, name: ev.name, format: ev.format,
         row_count: ev.row_count, size_bytes: ev.size_bytes, columns: ev.columns });
       renderComposer();
+      if (!view.order.length) renderMessages();  // the empty-state hint mentions the data
     }
     return;
   }
@@ -635,8 +636,9 @@ function renderAnalysis(m) {
   for (const chart of m.charts || []) {
     const svg = chart.svg ? safeSvg(chart.svg) : null;
     if (!svg) continue;
-    card.append(h("figure.chart", { testid: "chart", dataset: { kind: chart.kind || "" } },
-      svg, chart.title ? h("figcaption", {}, chart.title) : null));
+    // The server-rendered chart carries its own title; keep it for screen readers too.
+    card.append(h("figure.chart", { testid: "chart", dataset: { kind: chart.kind || "" },
+      role: "img", "aria-label": chart.title || "chart" }, svg));
   }
   if (m.logs && m.logs.length) card.append(renderLogs(m, running));
   if (m.script && m.script.sql) {
@@ -764,6 +766,7 @@ async function upload(input) {
     if (state.view && state.sid === sid
       && !state.view.datasets.some((d) => d.dataset_id === ds.dataset_id)) {
       state.view.datasets.push(ds);
+      if (!state.view.order.length) renderMessages();
     }
     setNotice("ok", `Uploaded ${ds.name}: ${ds.row_count} rows, ${ds.columns.length} columns.`);
   } catch (err) {
