@@ -82,7 +82,8 @@ class Gateway:
             raise not_found("message", message_id)
         return message
 
-    async def chart_task_for(self, owner: str, task_id: str) -> dict[str, Any]:
+    async def chart_task_for(self, owner: str, task_id: str, min_seq: int = 0) -> dict[str, Any]:
+        await self.caught_up(min_seq)
         task = await self.models.get_chart_task(task_id)
         if task is None and (seq := self.recent.get(task_id)):
             await self.caught_up(seq)

@@ -143,7 +143,8 @@ async def list_charts(request: Req, message_id: FromPath[str]) -> dict[str, Any]
 
 @get("/api/charts/{task_id:str}")
 async def get_chart_task(request: Req, task_id: FromPath[str]) -> dict[str, Any]:
-    return await gw(request).chart_task_for(owner(request), ident(task_id, "task_id"))
+    return await gw(request).chart_task_for(
+        owner(request), ident(task_id, "task_id"), min_seq(request))
 
 
 @delete("/api/charts/{task_id:str}", status_code=202)
