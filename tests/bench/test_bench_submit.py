@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import structlog
 
 from runstream.bus import Bus
 from runstream.contracts import (
@@ -242,7 +240,6 @@ async def test_bench_projector_events_folded_per_second(bench_env: BenchEnv) -> 
         count += 1 + sum(len(a) for a in analyses[-4:])
     n_logs = sum(isinstance(e, LogAppended) for a in analyses for e in a)
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     async with Bus.connect(bench_env.bus_settings(), name="bench-publisher") as bus:
         await bus.provision()
         await bus.publish_many(sessions)
@@ -269,8 +266,6 @@ async def test_bench_projector_events_folded_per_second(bench_env: BenchEnv) -> 
         datasets_bucket=f"DS_{bench_env.stream}",
         database_url=bench_env.database_url,
     )
-    # Per-batch INFO lines on the console are not what we measure (the services of the
-    # other benchmarks log at WARNING); restore structlog's defaults afterwards.
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_projector(settings, stop, ready=ready))
     try:
@@ -308,7 +303,6 @@ async def test_bench_projector_events_folded_per_second(bench_env: BenchEnv) -> 
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 30)
-        structlog.reset_defaults()
 
     assert poison == 0
     assert completed == results == len(analyses)
