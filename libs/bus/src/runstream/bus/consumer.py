@@ -26,6 +26,8 @@ from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, consume_span
 
 logger = structlog.get_logger()
 
+TOP_UP_S = 0.005  # how long to wait for more after the first message of a batch
+
 
 class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     durable: str
@@ -105,13 +107,27 @@ class _Runner:
         )
 
     async def _fetch(self, psub: Any, batch: int) -> list[Msg]:
+        """Wait for one message, then take whatever else is ready, up to `batch`.
+
+        A pull for N messages lingers until N arrive or it expires, so an idle consumer
+        asking for a full batch would sit on its first message for the whole timeout.
+        """
         try:
-            return list(await psub.fetch(batch, timeout=self.spec.fetch_timeout_s))
+            msgs = list(await psub.fetch(1, timeout=self.spec.fetch_timeout_s))
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
             await asyncio.sleep(0.2)
             return []
+        if batch > 1:
+            with contextlib.suppress(
+                TimeoutError,
+                nats.errors.TimeoutError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
+            ):
+                msgs += await psub.fetch(batch - 1, timeout=TOP_UP_S)
+        return msgs
 
 
 class MessageConsumer(_Runner):
