@@ -133,13 +133,22 @@ class Service:
     def start(self) -> Service:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                [sys.executable, "-m", *self._profile(self.module)],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         return self
+
+    @staticmethod
+    def _profile(module: str) -> list[str]:
+        """BENCH_PROFILE=<dir>: run under cProfile, stats in <dir>/<module>.prof at exit."""
+        folder = os.environ.get("BENCH_PROFILE")
+        if not folder:
+            return [module]
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return ["tests.bench.profiled", module, str(Path(folder).resolve() / f"{module}.prof")]
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
