@@ -200,3 +200,14 @@ async def test_health_and_readiness_answer(stack):
         assert "runstream_events_published_total" in metrics.text
 
 
+
+
+async def test_the_dev_token_is_offered_to_loopback_only_when_configured(stack_factory):
+    async with stack_factory(overrides={"dev_token": "dev-token-value"}) as stack:
+        async with httpx.AsyncClient(base_url=stack.url) as anon:
+            ok = await anon.get("/dev-token")
+            assert ok.status_code == 200 and ok.json() == {"token": "dev-token-value"}
+            rebound = await anon.get("/dev-token", headers={"Host": "evil.example:8000"})
+            assert rebound.status_code == 404
+    async with stack_factory() as stack, httpx.AsyncClient(base_url=stack.url) as anon:
+        assert (await anon.get("/dev-token")).status_code == 404

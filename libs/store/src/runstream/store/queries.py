@@ -27,7 +27,8 @@ _SESSION_COLS = """
 """
 _MESSAGE_COLS = """
     message_id, session_id, role, owner, user_message_id, reply_message_id, question, content,
-    status, attempt, created_at, started_at, settled_at, summary, error, result, script,
+    status, attempt, created_at, started_at, settled_at, settled_seq, summary, error, result,
+    script,
     retry_of, dataset_id, last_seq
 """
 _STEP_COLS = """

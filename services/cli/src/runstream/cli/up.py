@@ -197,6 +197,7 @@ class Stack:
         dsn = await self.start_postgres()
         await self.prepare(nats_url, dsn)
         secret = s.jwt_secret or ensure_secret(self.data_dir)
+        token = make_token(secret, "dev", issuer=s.jwt_issuer)
         env = child_env(
             RUNSTREAM_NATS_URL=nats_url,
             RUNSTREAM_STREAM=s.stream,
@@ -210,6 +211,7 @@ class Stack:
             RUNSTREAM_HTTP_PORT=str(http_port),
             RUNSTREAM_SAMPLE_DATASET=str(sample_dataset_path()),
             RUNSTREAM_LOG_LEVEL=s.log_level,
+            RUNSTREAM_DEV_TOKEN=token,  # the UI on localhost offers it (GET /dev-token)
         )
         self.start_services(env)
         host = "127.0.0.1" if s.http_host in ("0.0.0.0", "::", "") else s.http_host
@@ -219,7 +221,6 @@ class Stack:
                 if self.stop.is_set():
                     return 0
                 self.say(f"the gateway did not answer {url}/readyz yet; still trying")
-        token = make_token(secret, "dev", issuer=s.jwt_issuer)
         write_dev_env(self.data_dir / "dev.env", {
             "RUNSTREAM_URL": url,
             "RUNSTREAM_TOKEN": token,

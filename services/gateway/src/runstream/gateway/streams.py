@@ -61,16 +61,14 @@ async def open_stream(
                 snap = await snapshot()
                 cursor = int(snap.get("as_of_seq", position))
                 yield Reset(seq=cursor, snapshot=snap, reason="cursor_expired")
-                if already_ended:
-                    return
+        if already_ended:
+            return  # the client has seen the terminal frame: nothing more belongs here
         sent = cursor
         async for frame in hub.replay(scope, cursor, position, client.sessions):
             sent = frame.seq
             yield frame
             if ends_stream(scope, frame):
                 return
-        if already_ended and scope.kind != "session" and scope.kind != "owner":
-            return  # settled before we connected and nothing after the cursor
         while True:
             try:
                 item = await asyncio.wait_for(client.queue.get(), heartbeat_s)

@@ -395,7 +395,8 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
         f"""
         UPDATE messages
         SET status = $2, summary = $3, content = $3, settled_at = $4,
-            error = coalesce($5, CASE WHEN $2 = 'completed' THEN NULL ELSE error END)
+            error = coalesce($5, CASE WHEN $2 = 'completed' THEN NULL ELSE error END),
+            settled_seq = $6
         WHERE message_id = $1 AND {_NOT_TERMINAL}
         RETURNING true
         """,
@@ -404,6 +405,7 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
         event.summary,
         event.at,
         _builtins(event.error),
+        seq,
     )
     already_settled = not settled and await conn.fetchval(
         "SELECT true FROM messages WHERE message_id = $1", event.message_id

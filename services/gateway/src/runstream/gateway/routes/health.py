@@ -76,8 +76,10 @@ async def dev_token(request: Req) -> Response[Any]:
     """The dev token of `runstream up`, so the UI on localhost can sign in at once."""
     state = getattr(request.app.state, "gateway", None)
     token = state.settings.dev_token if state is not None else None
-    host = request.client.host if request.client else ""
-    if not token or host not in LOOPBACK:
+    peer = request.client.host if request.client else ""
+    # The Host check keeps a DNS-rebinding page from reading the token through the browser.
+    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")
+    if not token or peer not in LOOPBACK or host not in LOOPBACK:
         return Response({"error": {"code": "not_found", "message": "no dev token here",
                                    "details": {}}}, status_code=404)
     return Response({"token": token}, headers={"Cache-Control": "no-store"})

@@ -12,7 +12,6 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from runstream.contracts import TERMINAL_STATUSES
 from runstream.gateway.fanout import Frame, Scope
 from runstream.gateway.routes.common import Req, gw, ident, owner
 from runstream.gateway.state import Gateway
@@ -70,7 +69,8 @@ async def message_events(request: Req, message_id: FromPath[str]) -> ServerSentE
         return await g.models.get_message(mid) or {}
 
     scope = Scope(kind="message", session_id=message["session_id"], message_id=mid)
-    settled = message["status"] in TERMINAL_STATUSES and (cursor or 0) >= message["as_of_seq"]
+    settled_seq = message.get("settled_seq")
+    settled = settled_seq is not None and (cursor or 0) >= settled_seq
     return _sse(open_stream(g.hub, scope, cursor, snapshot=snapshot,
                             heartbeat_s=g.settings.sse_heartbeat_s, already_ended=settled), g)
 
