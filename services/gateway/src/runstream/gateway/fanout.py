@@ -51,9 +51,20 @@ class Frame:
     data: bytes
     parts: SubjectParts
     message_id: str | None
+    _sse: bytes | None = None
+    _ws: str | None = None
 
-    def json(self) -> bytes:
-        return self.data
+    def sse(self) -> bytes:
+        """The SSE bytes of this frame, encoded once and shared by every client."""
+        if self._sse is None:
+            self._sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                self.seq, self.type.encode(), self.data)
+        return self._sse
+
+    def ws(self) -> str:
+        if self._ws is None:
+            self._ws = f'{{"seq":{self.seq},"type":"{self.type}","data":{self.data.decode()}}}'
+        return self._ws
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,7 @@ class Hub:
         self._started = time.monotonic()
         self.frames_seen = 0
         self.clients = 0
+        self._first_seq = (0, -1.0)  # (value, monotonic time read)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -260,6 +272,15 @@ class Hub:
             if frame is not None and scope.wants(frame, sessions or frozenset()):
                 yield frame
             seq = found + 1
+
+    async def first_seq(self, max_age_s: float = 1.0) -> int:
+        """The oldest retained sequence, read from JetStream at most once a second."""
+        value, read_at = self._first_seq
+        now = time.monotonic()
+        if now - read_at > max_age_s:
+            value = await self.bus.first_seq()
+            self._first_seq = (value, now)
+        return value
 
     def events_per_second(self) -> float:
         elapsed = max(1e-6, time.monotonic() - self._started)

@@ -1,6 +1,6 @@
 """One stream algorithm for SSE and WebSocket: register, replay the gap, go live.
 
-Yields `Frame`s, `Heartbeat`s while idle, and a `Reset` (with a fresh snapshot) when
+Yields lists of `Frame`s, `Heartbeat`s while idle, and a `Reset` (with a fresh snapshot) when
 the cursor is older than the retained stream or the client fell too far behind.
 """
 
@@ -30,7 +30,7 @@ class Reset:
     reason: str
 
 
-Item = Frame | Heartbeat | Reset
+Item = list[Frame] | Heartbeat | Reset
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -51,41 +51,57 @@ async def open_stream(
     heartbeat_s: float,
     owner_sessions: set[str] | None = None,
     already_ended: bool = False,
+    max_batch: int = 256,
 ) -> AsyncIterator[Item]:
+    """Frames come in lists: whatever is ready at once goes out in one write."""
     client, position = hub.register(scope, owner_sessions)
     try:
         cursor = after_seq or 0
-        if cursor > 0:
-            first = await hub.bus.first_seq()
-            if cursor + 1 < first:  # events between the cursor and the stream start are gone
-                snap = await snapshot()
-                cursor = int(snap.get("as_of_seq", position))
-                yield Reset(seq=cursor, snapshot=snap, reason="cursor_expired")
+        if cursor > 0 and cursor + 1 < await hub.first_seq():
+            # the events between the cursor and the stream's start are gone
+            snap = await snapshot()
+            cursor = int(snap.get("as_of_seq", position))
+            yield Reset(seq=cursor, snapshot=snap, reason="cursor_expired")
         if already_ended:
             return  # the client has seen the terminal frame: nothing more belongs here
         sent = cursor
         async for frame in hub.replay(scope, cursor, position, client.sessions):
             sent = frame.seq
-            yield frame
+            yield [frame]
             if ends_stream(scope, frame):
                 return
+        queue = client.queue
         while True:
-            try:
-                item = await asyncio.wait_for(client.queue.get(), heartbeat_s)
-            except TimeoutError:
-                yield Heartbeat()
-                continue
-            if item is None:  # dropped: too slow, or the gateway is stopping
-                snap = await snapshot()
-                yield Reset(seq=int(snap.get("as_of_seq", sent)), snapshot=snap,
-                            reason="client_too_slow" if client.dropped else "shutdown")
-                return
-            if item.seq <= sent:
-                continue
-            sent = item.seq
-            yield item
-            if ends_stream(scope, item):
-                return
+            if queue.empty():
+                try:
+                    async with asyncio.timeout(heartbeat_s):
+                        first = await queue.get()
+                except TimeoutError:
+                    yield Heartbeat()
+                    continue
+            else:
+                first = queue.get_nowait()
+            ready = [first]
+            while len(ready) < max_batch and not queue.empty():
+                ready.append(queue.get_nowait())
+            batch: list[Frame] = []
+            for item in ready:
+                if item is None:  # dropped: too slow, or the gateway is stopping
+                    if batch:
+                        yield batch
+                    snap = await snapshot()
+                    yield Reset(seq=int(snap.get("as_of_seq", sent)), snapshot=snap,
+                                reason="client_too_slow" if client.dropped else "shutdown")
+                    return
+                if item.seq <= sent:
+                    continue
+                sent = item.seq
+                batch.append(item)
+                if ends_stream(scope, item):
+                    yield batch
+                    return
+            if batch:
+                yield batch
     finally:
         with contextlib.suppress(Exception):
             hub.unregister(client)

@@ -10,31 +10,34 @@ import msgspec
 from litestar import WebSocket, get, post, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
-from runstream.gateway.fanout import Frame, Scope
+from runstream.gateway.fanout import Scope
 from runstream.gateway.routes.common import Req, gw, ident, owner
 from runstream.gateway.state import Gateway
-from runstream.gateway.streams import Heartbeat, Item, Reset, open_stream, parse_cursor
+from runstream.gateway.streams import Heartbeat, Item, open_stream, parse_cursor
 
 _json = msgspec.json.Encoder()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+HEARTBEAT = b": heartbeat\n\n"
 
 
-def _sse(items: AsyncIterator[Item], g: Gateway) -> ServerSentEvent:
-    async def frames() -> AsyncIterator[ServerSentEventMessage]:
+def _sse(items: AsyncIterator[Item], g: Gateway) -> Stream:
+    """Server-sent events, framed by hand on purpose: each event's bytes are encoded once
+    in the hub and shared by every client, and whatever is ready goes out in one write."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"retry: %d\n\n" % g.settings.sse_retry_ms
         async for item in items:
-            if isinstance(item, Frame):
-                yield ServerSentEventMessage(
-                    data=item.data.decode(), event=item.type, id=str(item.seq))
+            if isinstance(item, list):
+                yield b"".join(frame.sse() for frame in item)
             elif isinstance(item, Heartbeat):
-                yield ServerSentEventMessage(comment="heartbeat")
-            elif isinstance(item, Reset):
-                payload = {"reason": item.reason, "snapshot": item.snapshot}
-                yield ServerSentEventMessage(
-                    data=_json.encode(payload).decode(), event="reset", id=str(item.seq))
+                yield HEARTBEAT
+            else:
+                payload = _json.encode({"reason": item.reason, "snapshot": item.snapshot})
+                yield b"id: %d\nevent: reset\ndata: %s\n\n" % (item.seq, payload)
 
-    return ServerSentEvent(frames(), retry_duration=g.settings.sse_retry_ms, headers=SSE_HEADERS)
+    return Stream(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _cursor(request: Req) -> int | None:
@@ -43,7 +46,7 @@ def _cursor(request: Req) -> int | None:
 
 
 @get("/api/sessions/{session_id:str}/events")
-async def session_events(request: Req, session_id: FromPath[str]) -> ServerSentEvent:
+async def session_events(request: Req, session_id: FromPath[str]) -> Stream:
     g = gw(request)
     sid = ident(session_id, "session_id")
     cursor = _cursor(request)
@@ -59,7 +62,7 @@ async def session_events(request: Req, session_id: FromPath[str]) -> ServerSentE
 
 
 @get("/api/messages/{message_id:str}/events")
-async def message_events(request: Req, message_id: FromPath[str]) -> ServerSentEvent:
+async def message_events(request: Req, message_id: FromPath[str]) -> Stream:
     g = gw(request)
     mid = ident(message_id, "message_id")
     cursor = _cursor(request)
@@ -76,7 +79,7 @@ async def message_events(request: Req, message_id: FromPath[str]) -> ServerSentE
 
 
 @get("/api/charts/{task_id:str}/events")
-async def chart_events(request: Req, task_id: FromPath[str]) -> ServerSentEvent:
+async def chart_events(request: Req, task_id: FromPath[str]) -> Stream:
     g = gw(request)
     tid = ident(task_id, "task_id")
     cursor = _cursor(request)
@@ -92,7 +95,7 @@ async def chart_events(request: Req, task_id: FromPath[str]) -> ServerSentEvent:
 
 
 @get("/api/events")
-async def owner_events(request: Req) -> ServerSentEvent:
+async def owner_events(request: Req) -> Stream:
     """Session-level changes of all the owner's sessions, for a sidebar without polling."""
     g = gw(request)
     who = owner(request)
@@ -133,9 +136,9 @@ async def session_ws(socket: WebSocket[Any, Any, Any], session_id: FromPath[str]
                          heartbeat_s=g.settings.sse_heartbeat_s)
     try:
         async for item in stream:
-            if isinstance(item, Frame):
-                await socket.send_text(
-                    f'{{"seq":{item.seq},"type":"{item.type}","data":{item.data.decode()}}}')
+            if isinstance(item, list):
+                for frame in item:
+                    await socket.send_text(frame.ws())
             elif isinstance(item, Heartbeat):
                 await socket.send_json({"type": "heartbeat"})
             else:
