@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import re
 import resource
 import signal
@@ -38,7 +39,21 @@ _SANDBOX_MARKERS = (
 )
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker killed outright (SIGKILL, OOM) must not leave its query running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was armed
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with_parent(int(os.environ.get("RS_SANDBOX_PARENT", os.getppid())))
     request = json.loads(sys.stdin.buffer.read())
     started = time.monotonic()
     try:

@@ -218,4 +218,5 @@ def _child_env() -> dict[str, str]:
     keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "HOME")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["RS_SANDBOX_PARENT"] = str(os.getpid())  # the child dies with this process
     return env
