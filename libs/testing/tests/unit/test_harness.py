@@ -26,3 +26,27 @@ async def test_wait_until_returns_the_first_truthy_value():
         return len(calls) if len(calls) >= 3 else 0
 
     assert await wait_until(probe, timeout=5) == 3
+
+
+async def test_a_throwaway_postgres_cluster_accepts_connections_and_stops_cleanly():
+    from runstream.testing import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    pid = cluster.proc.pid
+    try:
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+            assert await conn.fetchval("select 1") == 1
+        finally:
+            await conn.close()
+    finally:
+        cluster.cleanup()
+    import os
+
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "postgres itself was stopped, not a wrapper"
+    assert not cluster.data_dir.exists()

@@ -124,41 +124,57 @@ def _pg_bin(name: str) -> str:
 class PostgresCluster:
     """A throwaway PostgreSQL cluster (initdb + postgres) in a temporary folder.
 
-    PostgreSQL refuses to run as root, so as root the folder is handed to the
-    `postgres` user and the binaries run through `runuser`.
+    PostgreSQL refuses to run as root, so as root the folder is handed to the `postgres`
+    user and the server runs as that user (not through a wrapper, so that stopping it
+    signals postgres itself).
     """
 
     def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="rs-pg-"))
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._as: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._user = "postgres" if os.geteuid() == 0 else None
 
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> PostgresCluster:
-        if self._as:
-            shutil.chown(self.data_dir, "postgres", "postgres")
+        if self._user:
+            shutil.chown(self.data_dir, self._user, self._user)
         pgdata = self.data_dir / "data"
         if not pgdata.exists():
             subprocess.run(
-                [*self._as, _pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres",
-                 "-A", "trust", "--no-sync", "-E", "UTF8"],
-                check=True,
-                stdout=subprocess.DEVNULL,
+                [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
+                 "--no-sync", "-E", "UTF8"],
+                check=True, stdout=subprocess.DEVNULL, user=self._user, cwd=self.data_dir,
             )
         self.proc = subprocess.Popen(
-            [*self._as, _pg_bin("postgres"), "-D", str(pgdata), "-p", str(self.port),
+            [_pg_bin("postgres"), "-D", str(pgdata), "-p", str(self.port),
              "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=400"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self._user,
+            cwd=self.data_dir,
         )
-        _wait_port(self.port, 30, self.proc)
+        self._wait_accepting(30)
         return self
+
+    def _wait_accepting(self, timeout: float) -> None:
+        """Ready means accepting connections, not just listening (recovery comes first)."""
+        _wait_port(self.port, timeout, self.proc)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}")
+            ready = subprocess.run(
+                [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"postgres on {self.port} not accepting connections")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
