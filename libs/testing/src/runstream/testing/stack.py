@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +75,7 @@ async def run_stack(
     from runstream.gateway.auth import Tokens
     from runstream.gateway.settings import GatewaySettings
 
-    common = {"nats_url": nats_url, "stream": stream, "prefix": prefix,
+    common: dict[str, Any] = {"nats_url": nats_url, "stream": stream, "prefix": prefix,
               "datasets_bucket": f"DS_{stream}", "database_url": database_url}
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
@@ -128,7 +128,7 @@ async def _ready(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
 
 
 def _worker_starters() -> list[Callable[[dict[str, Any], asyncio.Event, asyncio.Event],
-                                        Awaitable[None]]]:
+                                        Coroutine[Any, Any, None]]]:
     from runstream.analysis_worker.settings import AnalysisWorkerSettings
     from runstream.analysis_worker.worker import run_worker as run_analysis
     from runstream.chart_worker.settings import ChartWorkerSettings

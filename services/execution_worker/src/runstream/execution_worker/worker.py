@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import nats.js.errors
@@ -133,7 +133,9 @@ class ExecutionWorker:
         try:
             async with guard.keep_renewed("execute"):
                 result = await self._run_cancellable(
-                    script, guard, steps, data, dataset.format, dataset.table_name
+                    script, guard, steps, data,
+                    "parquet" if dataset.format == "parquet" else "csv",  # checked at upload
+                    dataset.table_name,
                 )
         except SandboxError as exc:
             await self._fail(script, guard, steps, exc.kind, exc.message)
@@ -168,7 +170,7 @@ class ExecutionWorker:
         guard: MessageGuard,
         steps: StepReporter,
         data: bytes,
-        fmt: str,
+        fmt: Literal["csv", "parquet"],
         table_name: str,
     ) -> SandboxResult:
         mid = script.message_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 from litestar import Litestar
@@ -50,7 +51,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 await hub.stop()
 
     static_dir = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
-    handlers = [*health.ROUTES, *sessions.ROUTES, *messages.ROUTES, *streams.ROUTES]
+    handlers: list[Any] = [*health.ROUTES, *sessions.ROUTES, *messages.ROUTES, *streams.ROUTES]
     if static_dir.is_dir():
         handlers.append(create_static_files_router(
             path="/", directories=[static_dir], html_mode=True, name="ui",
