@@ -45,5 +45,9 @@ bench: sync ## benchmarks: print throughput and latency figures
 chaos: sync ## chaos tests: kill workers and servers mid-flight
 	$(PY) -m pytest tests/chaos -s -q --override-ini="norecursedirs="
 
+browser-deps: ## install Chromium (Debian package) and playwright-core for the browser test
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	cd tests/browser && npm ci --no-audit --no-fund
+
 clean: ## remove the environment and local state
 	rm -rf .venv $(TOOLS) .runstream .pytest_cache .mypy_cache .ruff_cache
