@@ -1,6 +1,6 @@
 """Lint the Runstream chart under several value sets, offline.
 
-    python deploy/helm/lint.py [--fetch]
+    python deploy/helm/lint.py [--fetch] [--json] [--sets '{"name": {values}}']
 
 With a `helm` binary on PATH: `helm lint --strict` and `helm template` per value set.
 Without one: the Helm library itself (Go, built as a shared object) from the helm-sdkpy
@@ -196,14 +196,21 @@ def lint_all(out: Any = sys.stdout) -> tuple[str, dict[str, list[tuple[str, str]
 
 
 def main() -> int:
-    if "--fetch" in sys.argv and not shutil.which("helm") and not library_path():
+    args = sys.argv[1:]
+    if "--sets" in args:  # JSON {name: values}: lint these instead of VALUE_SETS
+        VALUE_SETS.clear()
+        VALUE_SETS.update(json.loads(args[args.index("--sets") + 1]))
+    if "--fetch" in args and not shutil.which("helm") and not library_path():
         fetch_library()
-    outcome = lint_all()
+    outcome = lint_all(out=sys.stderr if "--json" in args else sys.stdout)
     if outcome is None:
         print("no helm: install helm, or run with --fetch (make helm-lint)", file=sys.stderr)
         return 2
     backend, results = outcome
-    print(f"linted with {backend}")
+    if "--json" in args:
+        print(json.dumps({"backend": backend, "results": results}))
+    else:
+        print(f"linted with {backend}")
     return 1 if any(results.values()) else 0
 
 
