@@ -33,11 +33,11 @@ from runstream.bus import (
 from runstream.bus.steps import (
     MessageGuard,
     StepReporter,
-    Stop,
     on_max_deliveries,
     session_events,
     settle_dead_letter,
 )
+from runstream.bus.worker import consumer_spec, dispatch
 from runstream.contracts import (
     AnalysisRequested,
     AnalysisSettled,
@@ -45,7 +45,6 @@ from runstream.contracts import (
     DatasetAttached,
     DatasetRef,
     DeadLetter,
-    DecodeError,
     ErrorInfo,
     ScriptGenerated,
     SessionEvent,
@@ -134,31 +133,16 @@ class AnalysisWorker:
         )
 
     def spec(self) -> ConsumerSpec:
-        s = self.settings
-        return ConsumerSpec(
-            durable=s.durable,
-            filter_subjects=[self.bus.subjects.all_sessions],
-            ack_wait_s=s.ack_wait_s,
-            max_deliver=s.max_deliver,
-            concurrency=s.concurrency,
-            backoff_s=s.backoff_s,
-            fetch_timeout_s=0.5,
-        )
+        return consumer_spec(self.settings, self.bus.subjects.all_sessions)
 
     async def handle(self, delivery: Delivery) -> None:
-        try:
-            event = delivery.event
-        except DecodeError:
-            logger.warning("undecodable_event_skipped")
-            return
-        if not isinstance(event, AnalysisRequested):
-            return  # other session events are not ours: ack at once
-        guard = MessageGuard(self.bus, event.session_id, event.message_id)
-        steps = StepReporter(self.bus, session_id=event.session_id, message_id=event.message_id)
-        try:
+        """Other session events are not ours: `dispatch` acks them at once."""
+
+        async def analyse(event: AnalysisRequested, guard: MessageGuard,
+                          steps: StepReporter) -> None:
             await self.analyse(event, guard, steps, delivery)
-        except Stop as stop:
-            logger.info("analysis_stopped", reason=stop.reason)
+
+        await dispatch(self.bus, delivery, AnalysisRequested, analyse)
 
     async def analyse(
         self,

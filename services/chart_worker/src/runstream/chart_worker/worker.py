@@ -24,7 +24,8 @@ from runstream.bus import (
     watch_max_deliveries,
 )
 from runstream.bus.consumer import MaxDeliveries
-from runstream.bus.steps import MessageGuard, StepReporter, Stop, on_max_deliveries
+from runstream.bus.steps import MessageGuard, StepReporter, on_max_deliveries
+from runstream.bus.worker import consumer_spec, dispatch
 from runstream.chart_worker.charts import choose_chart, render_svg_async
 from runstream.chart_worker.settings import ChartWorkerSettings
 from runstream.contracts import (
@@ -136,24 +137,9 @@ class ChartWorker:
 
     def specs(self) -> tuple[ConsumerSpec, ConsumerSpec]:
         s = self.settings
-        common: dict[str, Any] = {
-            "ack_wait_s": s.ack_wait_s,
-            "max_deliver": s.max_deliver,
-            "concurrency": s.concurrency,
-            "backoff_s": s.backoff_s,
-            "fetch_timeout_s": 0.5,
-        }
         return (
-            ConsumerSpec(
-                durable=s.durable,
-                filter_subjects=[self.bus.subjects.message_type("execution_completed")],
-                **common,
-            ),
-            ConsumerSpec(
-                durable=s.tasks_durable,
-                filter_subjects=[self.bus.subjects.chart_type("chart_requested")],
-                **common,
-            ),
+            consumer_spec(s, self.bus.subjects.message_type("execution_completed")),
+            consumer_spec(s, self.bus.subjects.chart_type("chart_requested"), s.tasks_durable),
         )
 
     # --- drawing one chart --------------------------------------------------------------
@@ -215,24 +201,7 @@ class ChartWorker:
 
     # --- the pipeline step ------------------------------------------------------------------
     async def handle(self, delivery: Delivery) -> None:
-        try:
-            event = delivery.event
-        except DecodeError:
-            logger.warning("undecodable_event_skipped")
-            return
-        if not isinstance(event, ExecutionCompleted):
-            return
-        guard = MessageGuard(self.bus, event.session_id, event.message_id)
-        steps = StepReporter(
-            self.bus,
-            session_id=event.session_id,
-            message_id=event.message_id,
-            attempt=event.attempt,
-        )
-        try:
-            await self.chart_step(event, guard, steps)
-        except Stop as stop:
-            logger.info("chart_stopped", reason=stop.reason)
+        await dispatch(self.bus, delivery, ExecutionCompleted, self.chart_step)
 
     async def chart_step(
         self, result: ExecutionCompleted, guard: MessageGuard, steps: StepReporter

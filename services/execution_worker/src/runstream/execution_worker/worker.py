@@ -25,8 +25,8 @@ from runstream.bus import (
     watch_max_deliveries,
 )
 from runstream.bus.steps import MessageGuard, StepReporter, Stop, on_max_deliveries
+from runstream.bus.worker import consumer_spec, dispatch
 from runstream.contracts import (
-    DecodeError,
     ErrorInfo,
     ExecutionCompleted,
     ExecutionFailed,
@@ -62,36 +62,10 @@ class ExecutionWorker:
         self.children: dict[str, int] = {}
 
     def spec(self) -> ConsumerSpec:
-        s = self.settings
-        return ConsumerSpec(
-            durable=s.durable,
-            filter_subjects=[self.bus.subjects.message_type("script_generated")],
-            ack_wait_s=s.ack_wait_s,
-            max_deliver=s.max_deliver,
-            concurrency=s.concurrency,
-            backoff_s=s.backoff_s,
-            fetch_timeout_s=0.5,
-        )
+        return consumer_spec(self.settings, self.bus.subjects.message_type("script_generated"))
 
     async def handle(self, delivery: Delivery) -> None:
-        try:
-            event = delivery.event
-        except DecodeError:
-            logger.warning("undecodable_event_skipped")
-            return
-        if not isinstance(event, ScriptGenerated):
-            return
-        guard = MessageGuard(self.bus, event.session_id, event.message_id)
-        steps = StepReporter(
-            self.bus,
-            session_id=event.session_id,
-            message_id=event.message_id,
-            attempt=event.attempt,
-        )
-        try:
-            await self.execute(event, guard, steps)
-        except Stop as stop:
-            logger.info("execution_stopped", reason=stop.reason)
+        await dispatch(self.bus, delivery, ScriptGenerated, self.execute)
 
     async def _result_exists(self, script: ScriptGenerated) -> bool:
         for kind in ("execution_completed", "execution_failed"):
