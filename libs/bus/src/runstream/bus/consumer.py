@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 from runstream.bus.bus import Bus
 from runstream.bus.errors import Reject, Retry
 from runstream.contracts import AnyEvent, DecodeError, decode
-from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, consume_span
+from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, batch_span, consume_span
 
 logger = structlog.get_logger()
 
@@ -243,7 +243,10 @@ class BatchConsumer(_Runner):
                 batch = [Delivery(m) for m in msgs]
                 started = time.perf_counter()
                 try:
-                    await self.handle(batch)
+                    with batch_span(f"consume {self.spec.durable}",
+                                    [d.headers for d in batch],
+                                    **{"rs.first_seq": batch[0].seq, "rs.size": len(batch)}):
+                        await self.handle(batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

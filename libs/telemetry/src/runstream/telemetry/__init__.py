@@ -10,6 +10,7 @@ from runstream.telemetry.metrics import (
     serve_metrics,
 )
 from runstream.telemetry.tracing import (
+    batch_span,
     configure_tracing,
     consume_span,
     extract_context,
@@ -23,6 +24,7 @@ __all__ = [
     "EVENTS_PUBLISHED",
     "HANDLE_SECONDS",
     "SSE_CLIENTS",
+    "batch_span",
     "configure_logging",
     "configure_tracing",
     "consume_span",

@@ -61,6 +61,20 @@ def consume_span(name: str, headers: Mapping[str, str] | None, **attrs: Any) -> 
 
 
 @contextmanager
+def batch_span(name: str, headers: list[Mapping[str, str]], **attrs: Any) -> Iterator[Any]:
+    """One span for a batch, linked to the trace of every message in it."""
+    links = []
+    for h in headers:
+        ctx = trace.get_current_span(extract_context(h)).get_span_context()
+        if ctx.is_valid:
+            links.append(trace.Link(ctx))
+    with tracer().start_as_current_span(
+        name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs
+    ) as sp:
+        yield sp
+
+
+@contextmanager
 def span(name: str, **attrs: Any) -> Iterator[Any]:
     with tracer().start_as_current_span(name) as sp:
         for k, v in attrs.items():

@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.static_files import create_static_files_router
 
 from runstream.bus import Bus, SessionAggregate
@@ -63,6 +64,10 @@ def create_app(settings: GatewaySettings) -> Litestar:
         route_handlers=handlers,
         lifespan=[lifespan],
         middleware=[auth],
+        # A server span per request: its context rides on every event the request
+        # publishes, so an analysis is one trace from the submit to the settle.
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(
+            exclude=["/healthz", "/readyz", "/metrics"]))],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=[], allow_headers=["authorization", "content-type",
                                                                "last-event-id", "prefer"]),
