@@ -54,7 +54,10 @@ def _die_with_parent(parent: int) -> None:
 
 def main() -> None:
     _die_with_parent(int(os.environ.get("RS_SANDBOX_PARENT", os.getppid())))
-    request = json.loads(sys.stdin.buffer.read())
+    raw = sys.stdin.buffer.read()
+    if not raw:  # a spare child that was never used: its worker closed it
+        return
+    request = json.loads(raw)
     started = time.monotonic()
     try:
         result = run(request)

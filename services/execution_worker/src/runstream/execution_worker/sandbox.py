@@ -132,13 +132,8 @@ def _write_all(fd: int, data: bytes) -> None:
         f.write(data)
 
 
-async def _run_child(
-    request: bytes,
-    limits: SandboxLimits,
-    on_start: Callable[[int], Any] | None,
-    on_running: Callable[[], Any] | None,
-) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
+async def _spawn() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         CHILD_MODULE,
@@ -148,6 +143,56 @@ async def _run_child(
         env=_child_env(),
         start_new_session=True,
     )
+
+
+class _Spare:
+    """One child started ahead of time: interpreter up, DuckDB imported, waiting on stdin.
+
+    Starting a child is most of a small query's time; a spare takes that off the path.
+    Each child still serves exactly one query and is never reused.
+    """
+
+    enabled = False
+    loop: asyncio.AbstractEventLoop | None = None
+    next: asyncio.Task[asyncio.subprocess.Process] | None = None
+
+
+def keep_spare_child(enabled: bool = True) -> None:
+    """Opt in (the execution worker does): keep one child started ahead of time."""
+    _Spare.enabled = enabled
+
+
+async def close_spare_child() -> None:
+    task, _Spare.next, _Spare.loop = _Spare.next, None, None
+    if task is not None:
+        with contextlib.suppress(Exception):
+            await _kill(await task)
+
+
+async def _take_child() -> asyncio.subprocess.Process:
+    loop = asyncio.get_running_loop()
+    proc: asyncio.subprocess.Process | None = None
+    if _Spare.next is not None and _Spare.loop is loop:
+        task, _Spare.next = _Spare.next, None
+        with contextlib.suppress(Exception):
+            proc = await task
+        if proc is not None and proc.returncode is not None:
+            proc = None  # the spare died while waiting: start a fresh one
+    if proc is None:
+        proc = await _spawn()
+    if _Spare.enabled:
+        _Spare.loop = loop
+        _Spare.next = asyncio.create_task(_spawn())
+    return proc
+
+
+async def _run_child(
+    request: bytes,
+    limits: SandboxLimits,
+    on_start: Callable[[int], Any] | None,
+    on_running: Callable[[], Any] | None,
+) -> dict[str, Any]:
+    proc = await _take_child()
     try:
         if on_start is not None:
             on_start(proc.pid)

@@ -12,4 +12,6 @@ class ExecutionWorkerSettings(WorkerSettings):
     sandbox_threads: int = 2
     sandbox_cpu_s: int = 60
     max_result_rows: int = 1000
+    # Keep one sandbox child started ahead of time (still one child per query).
+    sandbox_spare_child: bool = True
     durable: str = "execution-worker"

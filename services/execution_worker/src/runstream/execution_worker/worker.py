@@ -38,6 +38,8 @@ from runstream.execution_worker.sandbox import (
     SandboxError,
     SandboxLimits,
     SandboxResult,
+    close_spare_child,
+    keep_spare_child,
     run_sandboxed,
 )
 from runstream.execution_worker.settings import ExecutionWorkerSettings
@@ -253,11 +255,14 @@ async def run_worker(
             await on_max_deliveries(bus, adv, raw)
 
         advisory = await watch_max_deliveries(bus, spec.durable, exhausted)
+        keep_spare_child(settings.sandbox_spare_child)
         consumer = asyncio.create_task(MessageConsumer(bus, spec, worker.handle).run(stop))
         if ready is not None:
             ready.set()
         try:
             await consumer
         finally:
+            keep_spare_child(False)
+            await close_spare_child()
             with contextlib.suppress(Exception):
                 await advisory.unsubscribe()
