@@ -183,3 +183,36 @@ async def test_status_reports_the_stream_consumers_and_projector_lag(
     assert report["checkpoint"] == 1 and report["lag"] == 2
     text = status.render(report, settings.nats_url)
     assert "checkpoint 1 of 3 (lag 2)" in text
+
+
+async def test_rebuild_folds_the_whole_stream_into_fresh_read_models(
+    bus: Bus, settings: CliSettings, database_url: str, tmp_path: Any
+) -> None:
+    import os
+    import sys
+
+    sessions = SessionAggregate(bus)
+    sid, mid = new_id(), new_id()
+    await sessions.create(sid, owner="alice", title="rebuilt")
+    await sessions.request_analysis(sid, owner="alice", question="how many rows?",
+                                    message_id=mid, user_message_id=new_id())
+    env = {
+        **os.environ, "RUNSTREAM_NATS_URL": bus.settings.url, "RUNSTREAM_STREAM": bus.stream,
+        "RUNSTREAM_PREFIX": bus.settings.prefix, "RUNSTREAM_DATABASE_URL": database_url,
+        "RUNSTREAM_DB_SCHEMA": SCHEMA,
+    }
+    runstream = os.path.join(os.path.dirname(sys.executable), "runstream")
+    proc = await asyncio.create_subprocess_exec(
+        runstream, "rebuild", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    assert "2 events folded" in out.decode()
+    conn = await connect(database_url, schema=SCHEMA)
+    try:
+        title = await conn.fetchval("SELECT title FROM sessions WHERE session_id=$1", sid)
+        status = await conn.fetchval("SELECT status FROM messages WHERE message_id=$1", mid)
+        checkpoint = await conn.fetchval("SELECT seq FROM projection_checkpoints")
+    finally:
+        await conn.close()
+    assert (title, status, checkpoint) == ("rebuilt", "pending", 2)
