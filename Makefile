@@ -9,7 +9,7 @@ PY := .venv/bin/python
 PG_LOCAL := postgresql://postgres@127.0.0.1:5432/postgres
 export DATABASE_URL ?= $(shell (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 && echo $(PG_LOCAL)) 2>/dev/null)
 
-.PHONY: help bootstrap sync run test test-fast lint proto bench chaos browser-deps clean
+.PHONY: help bootstrap sync run test test-fast lint proto bench chaos browser-deps helm-lib helm-lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ sync: bootstrap ## create .venv from uv.lock (all members + dev tools)
 run: sync ## run the whole stack locally (runstream up)
 	.venv/bin/runstream up
 
-test: sync ## run every test suite (real nats-server and Postgres)
+test: sync helm-lib ## run every test suite (real nats-server and Postgres)
 	$(PY) -m pytest
 
 test-fast: sync ## unit tests only
@@ -48,6 +48,11 @@ chaos: sync ## chaos tests: kill workers and servers mid-flight
 browser-deps: ## install Chromium (Debian package) and playwright-core for the browser test
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	cd tests/browser && npm ci --no-audit --no-fund
+
+helm-lib: sync ## fetch the Helm library for the chart-lint tests, fetched once (best effort)
+	@test -f .tools/helm-sdkpy/libhelm_sdkpy.so || command -v helm >/dev/null || \
+	  UV=$(UV) $(PY) -c "import sys; sys.path.insert(0, 'deploy/helm'); import lint; lint.fetch_library()" || \
+	  echo "Helm library not fetched: the two chart-lint tests will be skipped"
 
 helm-lint: sync ## lint the Helm chart offline (helm if on PATH, else the Helm library from PyPI)
 	UV=$(UV) $(PY) deploy/helm/lint.py --fetch
