@@ -9,6 +9,7 @@ import asyncpg
 
 from libs.store.tests.unit import store_rows as rows
 from runstream.store import ReadModels
+from runstream.testing import wait_until
 
 
 async def test_a_session_read_carries_its_lock_and_the_checkpoint(
@@ -274,7 +275,7 @@ async def test_wait_for_seq_wakes_on_notify_long_before_the_poll(
     pool: asyncpg.Pool, read_models: ReadModels
 ) -> None:
     waiting = asyncio.create_task(read_models.wait_for_seq(5, timeout=20))
-    await asyncio.sleep(0.05)  # let it register and find the checkpoint short
+    await wait_until(_registered(read_models), timeout=5)  # it found the checkpoint short
     assert not waiting.done()
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
@@ -301,8 +302,17 @@ async def test_wait_for_seq_polls_when_no_notify_comes(pool: asyncpg.Pool) -> No
     models = ReadModels(pool, poll_interval=0.05)  # no dsn: no LISTEN at all
     try:
         waiting = asyncio.create_task(models.wait_for_seq(2, timeout=10))
-        await asyncio.sleep(0.1)
+        await wait_until(_registered(models), timeout=5)
         await rows.set_checkpoint(pool, 2)
         assert await asyncio.wait_for(waiting, 5) is True
     finally:
         await models.close()
+
+
+def _registered(models: ReadModels):
+    """A probe: true once a waiter is registered (it has read the checkpoint and waits)."""
+
+    async def probe() -> bool:
+        return bool(models._waiters)
+
+    return probe

@@ -164,7 +164,10 @@ async def test_a_message_whose_lock_went_to_another_settles_expired(bus: Bus):
     sid, mid = await locked_message(bus, ttl_s=0.001)
     delivery = await script_delivery(bus, sid, mid, "SELECT 1")
     other = new_id()
-    await asyncio.sleep(0.01)  # let the 1 ms lock of `mid` lapse, as a 30 min one would
+    async def lapsed() -> bool:  # the 1 ms lock of `mid` lapses, as a 30 min one would
+        return (await SessionAggregate(bus).load(sid)).active_lock(utcnow()) is None
+
+    await wait_until(lapsed, timeout=5)
     await SessionAggregate(bus).request_analysis(
         sid, owner="o", question="q2", message_id=other, user_message_id=new_id()
     )
