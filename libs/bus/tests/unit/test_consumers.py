@@ -141,3 +141,75 @@ async def test_datasets_round_trip_through_the_object_store(bus: Bus):
     payload = msgspec.json.encode({"rows": list(range(1000))})
     await put_dataset(bus, "ds1", payload)
     assert await get_dataset(bus, "ds1") == payload
+
+
+async def test_a_burst_far_beyond_concurrency_drains_with_slots_never_overfilled(bus: Bus):
+    """More work than slots: the runner waits (never spins) and takes new work as slots free."""
+    concurrency, total = 4, 60
+    release = asyncio.Event()
+    in_flight = peak = handled = 0
+    all_done = asyncio.Event()
+    saturated = asyncio.Event()
+
+    async def handle(d: Delivery) -> None:
+        nonlocal in_flight, peak, handled
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight == concurrency:
+            saturated.set()
+        await release.wait()
+        in_flight -= 1
+        handled += 1
+        if handled == total:
+            all_done.set()
+
+    for i in range(total):
+        await bus.publish(_log("s", "m", f"job {i}"))
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="burst", filter_subjects=[bus.subjects.all],
+                        concurrency=concurrency, fetch_timeout_s=0.2)
+    runner = MessageConsumer(bus, spec, handle)
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.wait_for(saturated.wait(), 10)
+    # Every slot is held: the event loop must stay free for others (a spinning runner
+    # would starve this timer forever).
+    ticks = 0
+    for _ in range(5):
+        await asyncio.wait_for(asyncio.sleep(0.01), 2)
+        ticks += 1
+    info = await bus.js.consumer_info(bus.stream, "burst")
+    assert info.num_ack_pending == concurrency, "no more than the free slots were pulled"
+    release.set()
+    await asyncio.wait_for(all_done.wait(), 20)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert ticks == 5 and peak == concurrency and handled == total
+    info = await bus.js.consumer_info(bus.stream, "burst")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+    assert runner.in_flight == 0
+
+
+async def test_work_is_taken_as_soon_as_one_slot_frees(bus: Bus):
+    """Slots held by slow handlers do not stop quick ones from flowing through a free slot."""
+    slow_release = asyncio.Event()
+    quick_done: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(d: Delivery) -> None:
+        if d.event.text.startswith("slow"):
+            await slow_release.wait()
+        else:
+            await quick_done.put(d.event.text)
+
+    for text in ("slow 1", "slow 2", "slow 3"):
+        await bus.publish(_log("s", "m", text))
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="flow", filter_subjects=[bus.subjects.all],
+                        concurrency=4, fetch_timeout_s=0.2)
+    task = asyncio.create_task(MessageConsumer(bus, spec, handle).run(stop))
+    for i in range(20):  # published while three slots stay held: one slot serves them all
+        await bus.publish(_log("s", "m", f"quick {i}"))
+    got = [await asyncio.wait_for(quick_done.get(), 10) for _ in range(20)]
+    assert sorted(got) == sorted(f"quick {i}" for i in range(20))
+    slow_release.set()
+    stop.set()
+    await asyncio.wait_for(task, 10)

@@ -135,6 +135,12 @@ class MessageConsumer(_Runner):
 
     Returning acks. Raising Retry naks with a delay (JetStream redelivers up to
     max_deliver); Reject terms; any other exception is treated as transient.
+
+    Flow: pull exactly as many messages as there are free slots, start a handler for
+    each, and pull again while they run; when every slot is taken, sleep until a handler
+    frees one. The in-flight count is kept by the handlers themselves (not by done
+    callbacks, which only run once the loop yields), so a full runner always waits and
+    never spins. Work beyond the free slots stays in JetStream, not in this process.
     """
 
     def __init__(
@@ -142,21 +148,26 @@ class MessageConsumer(_Runner):
     ) -> None:
         super().__init__(bus, spec)
         self.handle = handle
-        self._slots = asyncio.Semaphore(spec.concurrency)
+        self.in_flight = 0
+        self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         psub = await self._subscribe()
-        self.log.info("consumer_started", filters=self.spec.filter_subjects)
+        self.log.info("consumer_started", filters=self.spec.filter_subjects,
+                      concurrency=self.spec.concurrency)
         try:
             while not stop.is_set():
-                free = self.spec.concurrency - (len(self._tasks))
+                free = self.spec.concurrency - self.in_flight
                 if free <= 0:
-                    await self._slots.acquire()
-                    self._slots.release()
+                    self._slot_freed.clear()
+                    # Wakes on the first freed slot; the timeout only re-checks `stop`.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(),
+                                               self.spec.fetch_timeout_s)
                     continue
                 for msg in await self._fetch(psub, min(free, self.spec.batch)):
-                    await self._slots.acquire()
+                    self.in_flight += 1
                     task = asyncio.create_task(self._one(msg))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -218,7 +229,8 @@ class MessageConsumer(_Runner):
                     await msg.nak(delay=self.spec.nak_delay(delivery.num_delivered))
         finally:
             beat.cancel()
-            self._slots.release()
+            self.in_flight -= 1
+            self._slot_freed.set()
             EVENTS_CONSUMED.labels(self.spec.durable, outcome).inc()
             HANDLE_SECONDS.labels(self.spec.durable).observe(time.perf_counter() - started)
 

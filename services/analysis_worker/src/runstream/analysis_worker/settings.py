@@ -12,3 +12,6 @@ class AnalysisWorkerSettings(WorkerSettings):
     openai_api_key: str | None = None
     planner_timeout_s: float = 30.0
     durable: str = "analysis-worker"
+    # Handlers mostly wait (NATS round trips, the planner's HTTP call): 16 in flight
+    # keep both busy; more would hoard deliveries another replica could take.
+    concurrency: int = 16

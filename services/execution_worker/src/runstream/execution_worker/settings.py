@@ -15,3 +15,6 @@ class ExecutionWorkerSettings(WorkerSettings):
     # Keep one sandbox child started ahead of time (still one child per query).
     sandbox_spare_child: bool = True
     durable: str = "execution-worker"
+    # Each query is a child process with up to sandbox_memory_mb and sandbox_threads:
+    # 4 in flight bound memory (4 x 512 MB) and already saturate two cores.
+    concurrency: int = 4
