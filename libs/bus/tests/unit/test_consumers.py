@@ -3,7 +3,6 @@ import asyncio
 import msgspec
 
 from runstream.bus import (
-    BatchConsumer,
     Bus,
     ConsumerSpec,
     Delivery,
@@ -111,30 +110,6 @@ async def test_a_long_handler_is_kept_alive_by_in_progress_heartbeats(bus: Bus):
     stop.set()
     await task
     assert calls == 1, "no redelivery while the handler heartbeats"
-
-
-async def test_batch_consumer_hands_over_batches_in_order_and_acks_after(bus: Bus):
-    for i in range(50):
-        await bus.publish(_log("s", "m", str(i)))
-    got: list[int] = []
-
-    async def handle(batch: list[Delivery]) -> None:
-        got.extend(int(d.event.text) for d in batch)
-
-    stop = asyncio.Event()
-    spec = ConsumerSpec(durable="proj", filter_subjects=[bus.subjects.all], batch=16,
-                        fetch_timeout_s=0.2, max_deliver=-1)
-    task = asyncio.create_task(BatchConsumer(bus, spec, handle).run(stop))
-
-    async def all_in() -> bool:
-        return len(got) >= 50
-
-    from runstream.testing import wait_until
-
-    await wait_until(all_in, timeout=10)
-    stop.set()
-    await task
-    assert got == list(range(50))
 
 
 async def test_datasets_round_trip_through_the_object_store(bus: Bus):

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
 
+from runstream.bus import stream_identity
 from runstream.projector.projector import Projector
 from runstream.store import ReadModels, create_pool, migrate
 from services.projector.tests.unit.projector_helpers import SCHEMA, Fold, Script
@@ -36,9 +37,12 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-@pytest.fixture
-def projector(pool: asyncpg.Pool) -> Projector:
-    return Projector(pool)
+@pytest_asyncio.fixture
+async def projector(pool: asyncpg.Pool, js: JetStreamContext, stream: Any) -> Projector:
+    """A live projector bound to the test's stream (as the service binds it at start)."""
+    p = Projector(pool)
+    await p.position(await stream_identity(js, stream.stream))
+    return p
 
 
 @pytest_asyncio.fixture

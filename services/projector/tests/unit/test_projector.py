@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 from nats.js import JetStreamContext
 
+from runstream.bus import stream_identity
 from runstream.contracts import LogAppended
-from runstream.projector.projector import Projector
+from runstream.projector.projector import OutOfOrder, Projector, StreamMismatch
 from runstream.store import create_pool, migrate
 from services.projector.tests.unit.projector_helpers import Script, dump, publish_story, read_items
 
@@ -112,3 +114,61 @@ async def test_items_at_or_below_the_checkpoint_are_skipped_even_when_new(
 
     assert await pool.fetchval("SELECT count(*) FROM sessions") == 0
     assert await pool.fetchval("SELECT seq FROM projection_checkpoints") == seqs[1]
+
+
+async def test_a_batch_that_does_not_continue_the_checkpoint_is_refused_and_writes_nothing(
+    script: Script, js: JetStreamContext, stream: Any, projector: Projector, pool: asyncpg.Pool
+) -> None:
+    items = await read_items(js, stream.stream, await publish_story(script))
+    await projector.apply_batch(items[:3], after=0)
+    before = await dump(pool)
+    # Items 4..n continue sequence 3; a batch claiming to continue 5 leaves a hole (4, 5).
+    with pytest.raises(OutOfOrder) as refused:
+        await projector.apply_batch(items[5:], after=items[4][0])
+    assert (refused.value.after, refused.value.checkpoint) == (items[4][0], items[2][0])
+    assert await dump(pool) == before
+    assert await projector.apply_batch(items[3:], after=items[2][0]) == items[-1][0]
+
+
+async def test_the_checkpoint_is_bound_to_the_stream_it_counts_in(
+    script: Script, js: JetStreamContext, stream: Any, projector: Projector, pool: asyncpg.Pool
+) -> None:
+    seqs = await publish_story(script)
+    await projector.apply_batch(await read_items(js, stream.stream, seqs), after=0)
+    row = await pool.fetchrow("SELECT stream, stream_created FROM projection_checkpoints")
+    identity = await stream_identity(js, stream.stream)
+    assert (row["stream"], row["stream_created"]) == (stream.stream, identity.created)
+
+    # The same name, created again (a wiped volume, an operator's `stream rm`).
+    await js.delete_stream(stream.stream)
+    await js.add_stream(name=stream.stream, subjects=[f"{stream.prefix}.>"])
+    again = await script.publish(*[script.created() for _ in range(len(seqs) + 5)])
+    fresh = Projector(pool)
+    with pytest.raises(StreamMismatch, match="folded from stream"):
+        await fresh.position(await stream_identity(js, stream.stream))
+    with pytest.raises(StreamMismatch):  # and no batch of the new stream lands either
+        await fresh.apply_batch(await read_items(js, stream.stream, again[:2]), after=0)
+
+
+async def test_a_checkpoint_beyond_the_end_of_the_stream_is_refused(
+    script: Script, js: JetStreamContext, stream: Any, pool: asyncpg.Pool
+) -> None:
+    seqs = await script.publish(script.created(), script.requested())
+    # Read models from before the identity was recorded, and further than this stream.
+    await pool.execute("INSERT INTO projection_checkpoints (name, seq) VALUES ('projector', $1)",
+                       seqs[-1] + 100)
+    with pytest.raises(StreamMismatch, match="not the stream they were folded from"):
+        await Projector(pool).position(await stream_identity(js, stream.stream))
+
+
+async def test_read_models_from_before_the_binding_adopt_the_stream_they_fit(
+    script: Script, js: JetStreamContext, stream: Any, pool: asyncpg.Pool
+) -> None:
+    seqs = await script.publish(script.created(), script.requested(), script.created())
+    legacy = Projector(pool)
+    await legacy.apply_batch(await read_items(js, stream.stream, seqs[:2]), after=0)
+    assert await pool.fetchval("SELECT stream_created FROM projection_checkpoints") is None
+    projector = Projector(pool)
+    assert await projector.position(await stream_identity(js, stream.stream)) == seqs[1]
+    await projector.apply_batch(await read_items(js, stream.stream, seqs[2:]), after=seqs[1])
+    assert await pool.fetchval("SELECT stream FROM projection_checkpoints") == stream.stream

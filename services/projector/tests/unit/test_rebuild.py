@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import asyncpg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
-from runstream.bus import Bus, BusSettings
+from runstream.bus import Bus, BusSettings, OrderedReader, stream_identity
 from runstream.contracts import LogAppended, StepStarted
 from runstream.projector.projector import Projector
 from runstream.projector.rebuild import rebuild, rebuild_from
@@ -71,20 +71,16 @@ async def test_a_rebuild_with_no_live_schema_creates_it(
 async def _live_loop(
     js: JetStreamContext, stream: str, prefix: str, projector: Projector, stop: asyncio.Event
 ) -> None:
-    """A live projector: durable pull consumer, fold, ack after commit."""
-    config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=10_000)
-    psub = await js.pull_subscribe(f"{prefix}.>", durable="live", stream=stream, config=config)
+    """A live projector: read in order from the checkpoint, fold with `after`."""
+    reader = OrderedReader(js, stream, f"{prefix}.>", batch=16, fetch_timeout_s=0.2)
+    await reader.start(await projector.position(await stream_identity(js, stream)))
     try:
         while not stop.is_set():
-            try:
-                msgs = await psub.fetch(16, timeout=0.2)
-            except TimeoutError:
-                continue
-            items = [(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
-            await projector.apply_batch(items)
-            await asyncio.gather(*(m.ack() for m in msgs))
+            after = reader.position
+            if items := await reader.next_batch():
+                await projector.apply_batch(items, after=after)
     finally:
-        await psub.unsubscribe()
+        await reader.close()
 
 
 async def test_a_rebuild_during_live_traffic_loses_and_repeats_nothing(
@@ -131,7 +127,9 @@ async def test_a_rebuild_during_live_traffic_loses_and_repeats_nothing(
         await migrate(ref_pool, "reference")
         info = await js.stream_info(stream.stream)
         items = await read_items(js, stream.stream, list(range(1, info.state.last_seq + 1)))
-        await Projector(ref_pool, lock_key=None, notify=False).apply_batch(items)
+        reference = Projector(ref_pool, lock_key=None, notify=False)
+        await reference.position(await stream_identity(js, stream.stream))
+        await reference.apply_batch(items)
         assert await dump(pool) == await dump(ref_pool, "reference")
         assert await wait_until(
             lambda: pool.fetchval("SELECT count(*) = 150 FROM message_logs WHERE text LIKE 'line%'")

@@ -10,12 +10,23 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from runstream.bus import Bus, BusSettings
 from runstream.contracts import LogAppended
+from runstream.projector.rebuild import rebuild
 from runstream.projector.service import ProjectorSettings, run_projector
 from runstream.store import open_store
+from runstream.testing import wait_until
 from services.projector.tests.unit.projector_helpers import Script
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return await value == expected
+
+
+def _faults(kind: str) -> float:
+    return REGISTRY.get_sample_value("runstream_projector_faults_total", {"kind": kind}) or 0.0
 
 
 def _settings(nats_url: str, database_url: str, names: Any) -> ProjectorSettings:
@@ -119,3 +130,52 @@ async def test_python_m_runstream_projector_stops_cleanly_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_recreated_stream_is_refused_until_a_rebuild_then_folding_resumes(
+    nats_url: str, database_url: str, stream_names: Any
+) -> None:
+    settings = _settings(nats_url, database_url, stream_names)
+    settings.mismatch_recheck_s = 0.2
+    bus_settings = BusSettings(url=nats_url, stream=stream_names.stream, prefix=stream_names.prefix)
+    mismatches_before = _faults("stream_mismatch")
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector(settings, stop))
+    try:
+        async with (
+            Bus.connect(bus_settings, name="t") as bus,
+            open_store(database_url) as store,
+        ):
+            await bus.provision()
+            def session(title: str) -> Any:  # a new session each time
+                return Script(bus.js, stream_names.prefix).created(title=title)
+
+            script = Script(bus.js, stream_names.prefix)
+            old = await script.publish(*[session(f"old {i}") for i in range(10)])
+            assert await store.read_models.wait_for_seq(old[-1], timeout=10)
+
+            # The stream's data is gone (a new volume); Postgres keeps the read models.
+            await bus.js.delete_stream(bus.stream)
+            await bus.provision()
+            new = await script.publish(session("new"))
+
+            async def refused() -> bool:
+                return _faults("stream_mismatch") > mismatches_before
+
+            await wait_until(refused, timeout=15, interval=0.05)
+            assert await store.read_models.checkpoint() == old[-1], "nothing folded over it"
+
+            report = await rebuild(database_url, bus)
+            assert (report.checkpoint, report.previous_checkpoint) == (new[-1], old[-1])
+            more = await script.publish(session("after"))
+
+            async def titles() -> list[str]:
+                rows = await store.pool.fetch("SELECT title FROM sessions ORDER BY title")
+                return [r["title"] for r in rows]
+
+            # The projector resumes by itself on the rebuilt, newly bound read models.
+            await wait_until(lambda: _equals(titles(), ["after", "new"]), timeout=10)
+            assert await store.read_models.checkpoint() == more[-1]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

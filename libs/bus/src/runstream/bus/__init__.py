@@ -3,7 +3,6 @@
 from runstream.bus.bus import Bus, Published, event_headers
 from runstream.bus.config import DatabaseSettings, ServiceSettings
 from runstream.bus.consumer import (
-    BatchConsumer,
     ConsumerSpec,
     Delivery,
     MaxDeliveries,
@@ -21,11 +20,18 @@ from runstream.bus.errors import (
     SessionNotFound,
 )
 from runstream.bus.objects import delete_dataset, get_dataset, put_dataset
+from runstream.bus.ordered import (
+    Entry,
+    Item,
+    OrderedReader,
+    ReaderLost,
+    StreamIdentity,
+    stream_identity,
+)
 from runstream.bus.session import Committed, SessionAggregate, SessionState
 from runstream.bus.settings import BusSettings
 
 __all__ = [
-    "BatchConsumer",
     "Bus",
     "BusError",
     "BusSettings",
@@ -34,21 +40,27 @@ __all__ = [
     "ConsumerSpec",
     "DatabaseSettings",
     "Delivery",
+    "Entry",
+    "Item",
     "LockHeld",
     "MaxDeliveries",
     "MessageConsumer",
     "NotLockHolder",
+    "OrderedReader",
     "Published",
+    "ReaderLost",
     "Reject",
     "Retry",
     "ServiceSettings",
     "SessionAggregate",
     "SessionNotFound",
     "SessionState",
+    "StreamIdentity",
     "delete_dataset",
     "ensure_consumer",
     "event_headers",
     "get_dataset",
     "put_dataset",
+    "stream_identity",
     "watch_max_deliveries",
 ]

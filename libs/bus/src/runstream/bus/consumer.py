@@ -1,5 +1,6 @@
-"""Durable pull consumers: batch fetch, explicit ack, nak with backoff, term,
-in-progress heartbeats for long handlers, and a graceful stop.
+"""Durable pull consumers for the workers: explicit ack, nak with backoff, term,
+in-progress heartbeats for long handlers, and a graceful stop. (The projector does not
+use these: it reads in stream order from its own checkpoint, see `ordered`.)
 
 Tracing and log context are set here, around the handler, never inside it.
 """
@@ -22,7 +23,7 @@ from nats.js.errors import NotFoundError
 from runstream.bus.bus import Bus
 from runstream.bus.errors import Reject, Retry
 from runstream.contracts import AnyEvent, DecodeError, decode
-from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, batch_span, consume_span
+from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, consume_span
 
 logger = structlog.get_logger()
 
@@ -233,50 +234,6 @@ class MessageConsumer(_Runner):
             self._slot_freed.set()
             EVENTS_CONSUMED.labels(self.spec.durable, outcome).inc()
             HANDLE_SECONDS.labels(self.spec.durable).observe(time.perf_counter() - started)
-
-
-class BatchConsumer(_Runner):
-    """Hands whole fetched batches to `handle`; acks them all after it returns."""
-
-    def __init__(
-        self, bus: Bus, spec: ConsumerSpec, handle: Callable[[list[Delivery]], Awaitable[None]]
-    ) -> None:
-        super().__init__(bus, spec)
-        self.handle = handle
-
-    async def run(self, stop: asyncio.Event) -> None:
-        psub = await self._subscribe()
-        self.log.info("consumer_started", filters=self.spec.filter_subjects)
-        try:
-            while not stop.is_set():
-                msgs = await self._fetch(psub, self.spec.batch)
-                if not msgs:
-                    continue
-                batch = [Delivery(m) for m in msgs]
-                started = time.perf_counter()
-                try:
-                    with batch_span(f"consume {self.spec.durable}",
-                                    [d.headers for d in batch],
-                                    **{"rs.first_seq": batch[0].seq, "rs.size": len(batch)}):
-                        await self.handle(batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.log.exception("batch_failed", first_seq=batch[0].seq, size=len(batch))
-                    delay = self.spec.nak_delay(batch[0].num_delivered)
-                    for m in msgs:
-                        with contextlib.suppress(Exception):
-                            await m.nak(delay=delay)
-                    EVENTS_CONSUMED.labels(self.spec.durable, "error").inc(len(msgs))
-                    continue
-                # Ack the last one only is not enough for explicit ack: ack each, concurrently.
-                await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
-                EVENTS_CONSUMED.labels(self.spec.durable, "ack").inc(len(msgs))
-                HANDLE_SECONDS.labels(self.spec.durable).observe(time.perf_counter() - started)
-        finally:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
-            self.log.info("consumer_stopped")
 
 
 class MaxDeliveries(msgspec.Struct, frozen=True):

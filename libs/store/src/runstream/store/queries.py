@@ -366,7 +366,9 @@ class ReadModels:
             seq = int(payload)
         except ValueError:
             return
-        self._notified = max(self._notified, seq)
+        # The latest, not the largest: notifications arrive in commit order, and a
+        # rebuild from a recreated stream moves the checkpoint back.
+        self._notified = seq
         for target, fut in list(self._waiters):
             if target <= seq and not fut.done():
                 fut.set_result(None)

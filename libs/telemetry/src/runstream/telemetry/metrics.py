@@ -21,6 +21,13 @@ EVENTS_CONSUMED = Counter(
 HANDLE_SECONDS = Histogram(
     "runstream_handle_seconds", "Time to handle one delivery or batch", ["consumer"]
 )
+PROJECTOR_CHECKPOINT = Gauge(
+    "runstream_projector_checkpoint", "Last stream sequence committed by this projector"
+)
+PROJECTOR_FAULTS = Counter(
+    "runstream_projector_faults_total",
+    "Fold rounds ended early (stream_mismatch and retention_gap need an operator)", ["kind"],
+)
 SSE_CLIENTS = Gauge("runstream_stream_clients", "Connected SSE/WebSocket clients")
 
 

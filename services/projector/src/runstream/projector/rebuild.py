@@ -1,14 +1,15 @@
 """Rebuild the read models from the stream into a fresh schema, then swap it in.
 
 1. Create and migrate `<schema>_rebuild_<hex>`; fold the whole stream into it, in stream
-   order, through an ephemeral pull consumer (no acks, batches of 500). The live
-   projector keeps running meanwhile.
+   order, through an ordered reader (batches of 500), binding the new checkpoint to the
+   stream as it is now. The live projector keeps running meanwhile.
 2. Take the advisory lock the live projector takes for each batch: it can no longer
    commit. Fold what remains up to the end of the stream *now* (so the new checkpoint is
    at least the live one), then in the same transaction rename live -> old, new -> live,
    drop old, and NOTIFY the new checkpoint.
 3. The live projector's next batch resolves `search_path` to the new schema and skips
-   every sequence at or below its checkpoint.
+   every sequence at or below its checkpoint. A live projector that refused to fold
+   (its read models belonged to another stream) finds the new binding and resumes.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
-from runstream.projector.projector import PROJECTOR_LOCK, Item, Projector
+from runstream.bus.ordered import OrderedReader, stream_identity
+from runstream.projector.projector import PROJECTOR_LOCK, Projector
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR, create_pool, migrate, validate_schema
 
 logger = structlog.get_logger()
@@ -37,59 +39,6 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint: int  # the swapped-in checkpoint
     previous_checkpoint: int | None  # the live one it replaced (None: no live schema)
     duration_s: float
-
-
-class StreamReader:
-    """Reads a stream in order through an ephemeral, ack-less pull consumer."""
-
-    def __init__(self, js: JetStreamContext, stream: str, subject: str, batch: int = BATCH):
-        self.js = js
-        self.stream = stream
-        self.subject = subject
-        self.batch = batch
-        self.position = 0  # last stream sequence returned
-        self._psub: Any = None
-        self._name: str | None = None
-
-    async def open(self) -> None:
-        self._name = f"rebuild_{secrets.token_hex(6)}"
-        config = api.ConsumerConfig(
-            name=self._name,
-            ack_policy=api.AckPolicy.NONE,
-            deliver_policy=api.DeliverPolicy.ALL,
-            filter_subject=self.subject,
-            inactive_threshold=300.0,  # gone on its own if this process dies
-            mem_storage=True,
-        )
-        await self.js.add_consumer(self.stream, config)
-        self._psub = await self.js.pull_subscribe_bind(stream=self.stream, name=self._name)
-
-    async def pending(self) -> int:
-        info = await self._psub.consumer_info()
-        return int(info.num_pending or 0)
-
-    async def next_batch(self) -> list[Item]:
-        """The next messages in stream order; [] once the end of the stream (now) is reached."""
-        pending = await self.pending()
-        if pending == 0:
-            return []
-        msgs = await self._psub.fetch(min(pending, self.batch), timeout=10)
-        items: list[Item] = []
-        for msg in msgs:
-            seq = int(msg.metadata.sequence.stream)
-            if seq <= self.position:
-                continue
-            items.append((seq, msg.subject, msg.data or b""))
-            self.position = seq
-        return items
-
-    async def close(self) -> None:
-        if self._psub is not None and self._name is not None:
-            try:
-                await self._psub.unsubscribe()
-                await self.js.delete_consumer(self.stream, self._name)
-            except Exception as exc:  # it expires on its own (inactive_threshold)
-                logger.debug("rebuild.reader_close_failed", error=str(exc))
 
 
 async def rebuild(
@@ -117,13 +66,14 @@ async def rebuild_from(
     old = f"{schema[:40]}_old_{suffix}"
     log = logger.bind(schema=schema, fresh=fresh)
     pool = await create_pool(dsn, schema=fresh, min_size=1, max_size=2)
-    reader = StreamReader(js, stream, subject, batch)
+    reader = OrderedReader(js, stream, subject, batch=batch, name_prefix="rebuild")
     events = 0
     try:
         await migrate(pool, fresh)
         projector = Projector(pool, lock_key=None, notify=False)
-        await reader.open()
-        while items := await reader.next_batch():
+        await projector.position(await stream_identity(js, stream))  # binds the stream
+        await reader.start(0)
+        while items := await reader.read_to_end():
             await projector.apply_batch(items)
             events += len(items)
         log.info("rebuild.caught_up", position=reader.position, events=events)
@@ -134,7 +84,7 @@ async def rebuild_from(
                 "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
             )
             previous = await _live_checkpoint(conn, schema) if live_exists else None
-            while items := await reader.next_batch():
+            while items := await reader.read_to_end():
                 await projector.apply_in_transaction(conn, items)
                 events += len(items)
             checkpoint = await conn.fetchval(

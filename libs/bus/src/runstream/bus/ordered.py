@@ -1,0 +1,228 @@
+"""Read a stream in stream order from a position of the caller's choosing.
+
+The reader is how the projector (and rebuild) see the stream: it can never hand out
+sequence N+1 before N. It pulls through an ephemeral, ack-less consumer that starts at
+`position + 1`; JetStream numbers the deliveries of such a consumer 1, 2, 3, ... so a
+jump in that *consumer* sequence means a delivery was lost on the way (a pull that
+expired, a reconnect). The reader then throws the consumer away and starts a new one
+at its position + 1: nothing after a lost delivery is ever returned.
+
+If the consumer itself disappears (a NATS restart drops in-memory consumers; a deleted
+stream takes its consumers along), the reader raises ReaderLost: only the caller can
+tell whether the stream is still the one its position counts in.
+
+A jump in the *stream* sequence with consecutive consumer sequences is not a loss: the
+messages in between no longer exist (deleted, or aged out) or are outside the filter.
+The caller learns about it through `skipped` and decides whether to alert.
+
+Nothing is acknowledged: the caller's own store holds the position (the projector's
+checkpoint commits with its rows), so after any failure it starts a new reader there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from typing import Any, NamedTuple
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+
+logger = structlog.get_logger()
+
+Item = tuple[int, str, bytes]  # (stream seq, subject, raw data): what a fold needs
+
+
+class Entry(NamedTuple):
+    """One stored message, read in order: an Item plus its headers (trace context)."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None = None
+
+_FETCH_ERRORS = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+)
+
+
+class ReaderLost(Exception):
+    """The reader's consumer is gone (NATS restarted, the stream was deleted or replaced).
+
+    The caller decides where to start again, after checking it is still the same stream.
+    """
+
+
+class StreamIdentity(msgspec.Struct, frozen=True):
+    """What tells one stream from another of the same name: its creation time."""
+
+    name: str
+    created: str  # RFC 3339, as the server reports it; stable for the stream's life
+    first_seq: int
+    last_seq: int
+
+
+async def stream_identity(js: JetStreamContext, stream: str) -> StreamIdentity:
+    info = await js.stream_info(stream)
+    created = info.created.isoformat() if info.created is not None else ""
+    return StreamIdentity(
+        name=stream, created=created,
+        first_seq=int(info.state.first_seq), last_seq=int(info.state.last_seq),
+    )
+
+
+class OrderedReader:
+    """Batches of Entry (seq, subject, data, headers) in stream order after `position`."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subject: str,
+        *,
+        batch: int = 500,
+        fetch_timeout_s: float = 1.0,
+        top_up_s: float = 0.005,
+        name_prefix: str = "reader",
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.subject = subject
+        self.batch = batch
+        self.fetch_timeout_s = fetch_timeout_s
+        self.top_up_s = top_up_s
+        self.name_prefix = name_prefix
+        self.position = 0  # last stream sequence handed out (or the start)
+        self.skipped = 0  # stream sequences passed over because they no longer exist
+        self.restarts = 0  # consumers replaced after a lost delivery
+        self._consumer_seq = 0  # last consumer sequence received
+        self._name: str | None = None
+        self._psub: Any = None
+        self._last_check = 0.0
+        self.log = logger.bind(stream=stream)
+
+    async def start(self, after: int) -> None:
+        """(Re)start reading at stream sequence `after + 1`."""
+        await self.close()
+        self.position = after
+        self._consumer_seq = 0
+        self._name = f"{self.name_prefix}_{secrets.token_hex(6)}"
+        config = api.ConsumerConfig(
+            name=self._name,
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            filter_subject=self.subject,
+            inactive_threshold=120.0,  # gone on its own if this process dies
+            mem_storage=True,
+            num_replicas=1,
+        )
+        await self.js.add_consumer(self.stream, config)
+        self._psub = await self.js.pull_subscribe_bind(stream=self.stream, name=self._name)
+        self._last_check = time.monotonic()
+
+    async def next_batch(self, limit: int | None = None) -> list[Entry]:
+        """Up to `limit` (default: batch) messages after the position; [] when none came
+        within the fetch timeout. Raises on a broken consumer; the caller restarts it."""
+        limit = limit or self.batch
+        try:
+            msgs = await self._fetch(limit)
+        except (nats.js.errors.APIError, nats.errors.NoRespondersError) as exc:
+            # The consumer is gone (NATS restarted, a cluster fail-over) or JetStream is
+            # briefly unavailable: look, and replace the consumer if it is gone.
+            self.log.info("reader.fetch_refused", error=type(exc).__name__)
+            await self._check_idle(force=True)
+            return []
+        if not msgs:
+            await self._check_idle()
+            return []
+        items: list[Entry] = []
+        for msg in msgs:
+            meta = msg.metadata
+            consumer_seq, seq = int(meta.sequence.consumer), int(meta.sequence.stream)
+            if consumer_seq <= self._consumer_seq:
+                continue  # a late copy of something already handed out
+            if consumer_seq != self._consumer_seq + 1:
+                self.log.warning("reader.delivery_lost", position=self.position,
+                                 expected=self._consumer_seq + 1, got=consumer_seq)
+                await self._restart()
+                return items
+            self._consumer_seq = consumer_seq
+            if seq > self.position + 1:
+                self.skipped += seq - self.position - 1
+            items.append(Entry(seq, msg.subject, msg.data or b"", msg.headers))
+            self.position = seq
+        return items
+
+    async def pending(self) -> int:
+        """Messages after the position that this reader has not been handed yet."""
+        info = await self._psub.consumer_info()
+        return int(info.num_pending or 0) + max(
+            0, int(info.delivered.consumer_seq) - self._consumer_seq)
+
+    async def read_to_end(self) -> list[Entry]:
+        """The next batch if anything is left now; [] once the end of the stream is
+        reached (for rebuild: "now" is when the call is made)."""
+        while await self.pending() > 0:
+            if items := await self.next_batch():
+                return items
+        return []
+
+    async def close(self) -> None:
+        psub, name = self._psub, self._name
+        self._psub = self._name = None
+        if psub is None or name is None:
+            return
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+        try:
+            await self.js.delete_consumer(self.stream, name)
+        except Exception as exc:  # it expires on its own (inactive_threshold)
+            self.log.debug("reader.close_failed", error=str(exc))
+
+    async def _restart(self) -> None:
+        self.restarts += 1
+        await self.start(self.position)
+
+    async def _fetch(self, limit: int) -> list[Any]:
+        """Wait for one message, then take whatever else is ready, up to `limit`: a pull
+        for N lingers until N arrive, so asking for a full batch would add latency."""
+        try:
+            msgs = list(await self._psub.fetch(1, timeout=self.fetch_timeout_s))
+        except _FETCH_ERRORS:
+            return []
+        if limit > 1:
+            with contextlib.suppress(*_FETCH_ERRORS):
+                msgs += await self._psub.fetch(limit - 1, timeout=self.top_up_s)
+        return msgs
+
+    async def _check_idle(self, *, force: bool = False) -> None:
+        """While idle, make sure the consumer still exists (a NATS restart or a cluster
+        fail-over may drop it) and has not delivered something this reader lost."""
+        now = time.monotonic()
+        if not force and now - self._last_check < 1.0:
+            return
+        self._last_check = now
+        try:
+            info = await self._psub.consumer_info()
+        except NotFoundError as exc:
+            self.log.warning("reader.consumer_gone", position=self.position)
+            raise ReaderLost(f"consumer gone at position {self.position}") from exc
+        except (*_FETCH_ERRORS, nats.errors.NoRespondersError, nats.js.errors.APIError):
+            if force:
+                await asyncio.sleep(0.2)  # JetStream is away: do not spin on it
+            return  # the next fetch or check tries again
+        if int(info.delivered.consumer_seq) > self._consumer_seq:
+            self.log.warning("reader.delivery_lost", position=self.position,
+                             delivered=int(info.delivered.consumer_seq),
+                             received=self._consumer_seq)
+            await self._restart()
