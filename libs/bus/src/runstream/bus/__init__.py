@@ -1,6 +1,6 @@
 """JetStream for Runstream: connect, provision, publish, consume, the session aggregate."""
 
-from runstream.bus.bus import Bus, Published, event_headers
+from runstream.bus.bus import Bus, Published, check_size, event_headers
 from runstream.bus.config import DatabaseSettings, ServiceSettings
 from runstream.bus.consumer import (
     BatchConsumer,
@@ -14,7 +14,9 @@ from runstream.bus.consumer import (
 from runstream.bus.errors import (
     BusError,
     ConcurrencyConflict,
+    EventTooLarge,
     LockHeld,
+    LogTextTooLarge,
     NotLockHolder,
     Reject,
     Retry,
@@ -34,7 +36,9 @@ __all__ = [
     "ConsumerSpec",
     "DatabaseSettings",
     "Delivery",
+    "EventTooLarge",
     "LockHeld",
+    "LogTextTooLarge",
     "MaxDeliveries",
     "MessageConsumer",
     "NotLockHolder",
@@ -45,6 +49,7 @@ __all__ = [
     "SessionAggregate",
     "SessionNotFound",
     "SessionState",
+    "check_size",
     "delete_dataset",
     "ensure_consumer",
     "event_headers",
