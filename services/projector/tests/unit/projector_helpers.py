@@ -140,7 +140,9 @@ class Fold:
 
 async def publish_story(script: Script) -> list[int]:
     """A whole session: dataset, a completed analysis with a chart, a cancelled one, a
-    dead-lettered one, an ad hoc chart task, a read marker, and one poison message."""
+    dead-lettered one, an ad hoc chart task, a read marker, a log over the text limit,
+    and six poison events (STORY_POISON): undecodable bytes, two late logs after the
+    cancel and three orphans."""
     from runstream.contracts import (
         AnalysisStarted,
         ChartCompleted,
@@ -224,7 +226,24 @@ async def publish_story(script: Script) -> list[int]:
         events.append(
             s.settled(mid, outcome, summary=f"{outcome}!", error=error, dead_letter=dead, lock=None)
         )
+        if outcome == "cancelled":  # the worker had not noticed the cancel yet
+            events += [
+                s.msg(LogAppended, mid, text="plan finished anyway", step="plan"),  # kept
+                s.msg(LogAppended, mid, text="writing the script", step="script"),  # late
+                s.msg(LogAppended, mid, text="no step"),  # late
+            ]
+        if outcome == "completed":
+            events.append(s.msg(LogAppended, mid, text="x" * 40_000, step="execute"))
         seqs += await s.publish(*events)
     seqs.append(await s.publish_raw(f"{s.subjects.prefix}.{s.session_id}.session", b"\x00garbage"))
-    seqs += await s.publish(SessionRead(**s.base(), owner=s.owner))
+    stranger = Script(s.js, s.subjects.prefix, s.owner)  # its session_created never happened
+    seqs += await s.publish(
+        s.msg(StepStarted, "no-such-message", step="plan", index=2, total=5),
+        s.chart(ChartStarted, "no-such-task", "no-such-message"),
+        stranger.requested(),
+        SessionRead(**s.base(), owner=s.owner),
+    )
     return seqs
+
+
+STORY_POISON = 6

@@ -14,7 +14,13 @@ from runstream.projector.projector import Projector
 from runstream.projector.rebuild import rebuild, rebuild_from
 from runstream.store import ReadModels, create_pool, migrate
 from runstream.testing import wait_until
-from services.projector.tests.unit.projector_helpers import Script, dump, publish_story, read_items
+from services.projector.tests.unit.projector_helpers import (
+    STORY_POISON,
+    Script,
+    dump,
+    publish_story,
+    read_items,
+)
 
 
 async def _schemas(pool: asyncpg.Pool) -> list[str]:
@@ -43,13 +49,15 @@ async def test_a_rebuilt_read_model_equals_the_live_one(
 
     assert await dump(pool) == live
     assert (report.checkpoint, report.previous_checkpoint) == (seqs[-1], seqs[-1])
-    assert (report.events, report.poison) == (len(seqs), 1)
+    assert (report.events, report.poison) == (len(seqs), STORY_POISON)
     assert await _schemas(pool) == ["runstream"]
 
     # The live projector goes on in the swapped-in schema, through the same pool.
-    more = await script.publish(script.msg(LogAppended, "m-after", text="after the swap"))
-    assert await projector.apply_batch(await read_items(js, stream.stream, more)) == more[0]
-    assert await pool.fetchval("SELECT text FROM message_logs WHERE message_id = 'm-after'")
+    req = script.requested()
+    more = await script.publish(req, script.msg(LogAppended, req.message_id, text="after swap"))
+    assert await projector.apply_batch(await read_items(js, stream.stream, more)) == more[-1]
+    text = "SELECT text FROM message_logs WHERE message_id = $1"
+    assert await pool.fetchval(text, req.message_id) == "after swap"
 
 
 async def test_a_rebuild_with_no_live_schema_creates_it(

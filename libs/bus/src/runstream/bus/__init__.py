@@ -1,6 +1,6 @@
 """JetStream for Runstream: connect, provision, publish, consume, the session aggregate."""
 
-from runstream.bus.bus import Bus, Published, event_headers
+from runstream.bus.bus import Bus, Published, check_size, event_headers
 from runstream.bus.config import DatabaseSettings, ServiceSettings
 from runstream.bus.consumer import (
     ConsumerSpec,
@@ -13,7 +13,9 @@ from runstream.bus.consumer import (
 from runstream.bus.errors import (
     BusError,
     ConcurrencyConflict,
+    EventTooLarge,
     LockHeld,
+    LogTextTooLarge,
     NotLockHolder,
     Reject,
     Retry,
@@ -41,8 +43,10 @@ __all__ = [
     "DatabaseSettings",
     "Delivery",
     "Entry",
+    "EventTooLarge",
     "Item",
     "LockHeld",
+    "LogTextTooLarge",
     "MaxDeliveries",
     "MessageConsumer",
     "NotLockHolder",
@@ -56,6 +60,7 @@ __all__ = [
     "SessionNotFound",
     "SessionState",
     "StreamIdentity",
+    "check_size",
     "delete_dataset",
     "ensure_consumer",
     "event_headers",

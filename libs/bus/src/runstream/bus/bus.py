@@ -14,8 +14,19 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from runstream.bus.errors import EventTooLarge, LogTextTooLarge
 from runstream.bus.settings import BusSettings
-from runstream.contracts import Event, Subjects, encode, type_of
+from runstream.contracts import (
+    EVENT_MAX_BYTES,
+    LOG_TEXT_MAX_BYTES,
+    STREAM_MAX_MSG_BYTES,
+    Event,
+    LogAppended,
+    Subjects,
+    encode,
+    type_of,
+    utf8_size,
+)
 from runstream.telemetry import EVENTS_PUBLISHED, inject_headers
 
 logger = structlog.get_logger()
@@ -24,6 +35,25 @@ logger = structlog.get_logger()
 class Published(msgspec.Struct, frozen=True):
     seq: int
     duplicate: bool = False
+
+
+def check_size(event: Event, data: bytes) -> None:
+    """Raise EventTooLarge unless `event` (encoded as `data`) is within the contract."""
+    if isinstance(event, LogAppended):
+        size = utf8_size(event.text)
+        if size > LOG_TEXT_MAX_BYTES:
+            raise LogTextTooLarge(
+                f"log_appended text is {size} bytes; the limit is {LOG_TEXT_MAX_BYTES} "
+                "(StepReporter.log truncates to it)",
+                size=size,
+                limit=LOG_TEXT_MAX_BYTES,
+            )
+    if len(data) > EVENT_MAX_BYTES:
+        raise EventTooLarge(
+            f"{type_of(event)} is {len(data)} bytes encoded; the limit is {EVENT_MAX_BYTES}",
+            size=len(data),
+            limit=EVENT_MAX_BYTES,
+        )
 
 
 def event_headers(event: Event, msg_id: str | None = None) -> dict[str, str]:
@@ -89,6 +119,8 @@ class Bus:
             num_replicas=self.settings.replicas,
             allow_direct=True,
             discard=api.DiscardPolicy.OLD,
+            # The server refuses what a publisher bypassing Bus.publish sends over it.
+            max_msg_size=STREAM_MAX_MSG_BYTES,
             # Every stored message is re-sent on `live.<prefix>.>` with Nats-Sequence and
             # Nats-Last-Sequence headers: gateways fan out from one core subscription
             # and still know each frame's stream position (and notice a gap).
@@ -122,12 +154,18 @@ class Bus:
         expected_last_subject_seq: int | None = None,
         timeout: float = 5.0,
     ) -> Published:
-        """Publish one event on the subject it belongs to; returns its stream sequence."""
+        """Publish one event on the subject it belongs to; returns its stream sequence.
+
+        Raises EventTooLarge (LogTextTooLarge for a log line) for an event over the
+        contract's limits: nothing is sent.
+        """
+        data = encode(event)
+        check_size(event, data)
         headers = event_headers(event, msg_id)
         if expected_last_subject_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
         ack = await self.js.publish(
-            self.subjects.for_event(event), encode(event), timeout=timeout,
+            self.subjects.for_event(event), data, timeout=timeout,
             stream=self.stream, headers=headers,
         )
         EVENTS_PUBLISHED.labels(type_of(event)).inc()

@@ -39,6 +39,23 @@ class SessionNotFound(BusError):
     code = "session_not_found"
 
 
+class EventTooLarge(BusError):
+    """An event over the contract's size limits: refused before it reaches the stream."""
+
+    code = "event_too_large"
+
+    def __init__(self, detail: str, *, size: int, limit: int) -> None:
+        super().__init__(detail)
+        self.size = size
+        self.limit = limit
+
+
+class LogTextTooLarge(EventTooLarge):
+    """A log line over LOG_TEXT_MAX_BYTES (`StepReporter.log` truncates instead)."""
+
+    code = "log_text_too_large"
+
+
 # --- message-flow signals: not domain errors -------------------------------------------
 class Retry(Exception):
     """Transient failure: nak and let JetStream redeliver after `delay` seconds."""

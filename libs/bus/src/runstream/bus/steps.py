@@ -43,6 +43,7 @@ from runstream.contracts import (
     StepStarted,
     decode,
     derived_id,
+    truncate_text,
     utcnow,
 )
 
@@ -284,9 +285,14 @@ class StepReporter:
     async def log(
         self, step: str | None, text: str, *, level: LogLevel = "info", key: str | None = None
     ) -> None:
-        """A human log line. `key` makes the id unique per occurrence (e.g. per delivery)."""
+        """A human log line. `key` makes the id unique per occurrence (e.g. per delivery).
+
+        Text over LOG_TEXT_MAX_BYTES (a huge error, a dump) is cut to it with a marker:
+        a log line must never be why an analysis fails, while `Bus.publish` refuses it.
+        """
         scope = step or "-"
         n: int | str = key if key is not None else self._next(scope, "log")
+        text, _ = truncate_text(text)
         await self.publish(LogAppended(**self._base(scope, "log", n), level=level, text=text,
                                        step=step))
 

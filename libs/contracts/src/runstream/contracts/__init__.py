@@ -35,6 +35,14 @@ from runstream.contracts.codec import (
 )
 from runstream.contracts.errors import ContractError, InvalidId, InvalidSubject
 from runstream.contracts.ids import derived_id, is_valid_id, new_id, validate_id
+from runstream.contracts.limits import (
+    EVENT_MAX_BYTES,
+    LOG_TEXT_MAX_BYTES,
+    STREAM_MAX_MSG_BYTES,
+    TRUNCATION_MARKER,
+    truncate_text,
+    utf8_size,
+)
 from runstream.contracts.message import (
     AnalysisStarted,
     CancelRequested,
@@ -68,9 +76,13 @@ from runstream.contracts.subjects import DEFAULT_PREFIX, STREAM_NAME, SubjectPar
 __all__ = [
     "ALL_EVENTS",
     "DEFAULT_PREFIX",
+    "EVENT_MAX_BYTES",
     "EVENT_TYPES",
+    "LOG_TEXT_MAX_BYTES",
+    "STREAM_MAX_MSG_BYTES",
     "STREAM_NAME",
     "TERMINAL_STATUSES",
+    "TRUNCATION_MARKER",
     "AnalysisRequested",
     "AnalysisSettled",
     "AnalysisStarted",
@@ -125,7 +137,9 @@ __all__ = [
     "json_schema",
     "new_id",
     "to_builtins",
+    "truncate_text",
     "type_of",
     "utcnow",
+    "utf8_size",
     "validate_id",
 ]

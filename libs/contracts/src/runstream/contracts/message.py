@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from runstream.contracts.base import Column, Event, LogLevel
+from runstream.contracts.limits import LOG_TEXT_MAX_BYTES
 
 ExecutionErrorKind = Literal["sql", "timeout", "memory", "sandbox", "cancelled"]
 
@@ -46,9 +47,20 @@ class StepFailed(MessageEvent, frozen=True, kw_only=True, tag="step_failed"):
     duration_ms: int | None = None
 
 
+# Documentation only (no max_length): an older or foreign publisher's longer text must
+# still decode, so the projector can cut it instead of losing the event.
+LogText = Annotated[
+    str,
+    msgspec.Meta(
+        description=f"At most {LOG_TEXT_MAX_BYTES} bytes of UTF-8: publishers refuse longer "
+        "text and the projector truncates it."
+    ),
+]
+
+
 class LogAppended(MessageEvent, frozen=True, kw_only=True, tag="log_appended"):
     level: LogLevel = "info"
-    text: str
+    text: LogText
     step: str | None = None
 
 

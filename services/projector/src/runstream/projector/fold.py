@@ -2,19 +2,26 @@
 
 Every statement is deterministic in (seq, event): times come from the event, never from
 the clock, so folding the same stream twice gives identical rows (rebuild relies on it).
-Terminal statuses are sticky: once a message or chart task is settled, later events may
-still land in logs but never change its status.
+Terminal statuses are sticky: once a message or chart task is settled, later events never
+change its status; only the log lines that end one of its steps may still land.
+
+Some events are refused (`Poison`): an orphan (its session, message or chart task does not
+exist), an event naming a message of another session, a log of an older attempt, and a
+log after the settle that ends none of the message's steps. The check runs before the
+event writes anything; the projector stores it as a poison row and folding goes on.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 import msgspec
+import structlog
 
 from runstream.contracts import (
+    LOG_TEXT_MAX_BYTES,
     AnalysisRequested,
     AnalysisSettled,
     AnalysisStarted,
@@ -41,7 +48,10 @@ from runstream.contracts import (
     StepFailed,
     StepProgressed,
     StepStarted,
+    truncate_text,
 )
+
+logger = structlog.get_logger()
 
 MESSAGE_TERMINAL = ("completed", "failed", "cancelled", "expired")
 TASK_TERMINAL = ("completed", "failed", "cancelled")
@@ -53,10 +63,88 @@ _TASK_OPEN = "status NOT IN ('completed', 'failed', 'cancelled')"
 
 # ON CONFLICT DO NOTHING: the same event_id re-published under a new seq is stored once.
 _INSERT_LOG = """
-    INSERT INTO message_logs (message_id, seq, event_id, session_id, at, level, text, step)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    INSERT INTO message_logs (message_id, seq, event_id, session_id, at, level, text, step,
+                              truncated)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT DO NOTHING
 """
+
+
+class Poison(Exception):
+    """The fold refuses this event: it becomes a poison row with `reason`, nothing else.
+
+    A decision about the event, not a database error: raised before the event writes
+    anything, so the rest of the batch stands without a savepoint.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MessageFacts(NamedTuple):
+    session_id: str
+    status: str
+    attempt: int
+
+
+class Known:
+    """What this batch has already found to exist, so each check costs one query per
+    entity and batch, not per event (logs are most of the stream).
+
+    Sessions and chart tasks never disappear during a fold. A message's status and
+    attempt change: the folds that change them `forget` it, so a cached answer is always
+    the one a query would give at that point of the stream.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: set[str] = set()
+        self.tasks: dict[str, str] = {}  # task_id -> session_id
+        self.messages: dict[str, MessageFacts] = {}
+
+    async def session(self, conn: asyncpg.Connection, session_id: str) -> None:
+        if session_id in self.sessions:
+            return
+        if not await conn.fetchval("SELECT true FROM sessions WHERE session_id = $1", session_id):
+            raise Poison(f"orphan: session {session_id} does not exist")
+        self.sessions.add(session_id)
+
+    async def message(
+        self, conn: asyncpg.Connection, message_id: str, session_id: str
+    ) -> MessageFacts:
+        facts = self.messages.get(message_id)
+        if facts is None:
+            row = await conn.fetchrow(
+                "SELECT session_id, status, attempt FROM messages WHERE message_id = $1",
+                message_id,
+            )
+            if row is None:
+                raise Poison(f"orphan: message {message_id} does not exist")
+            facts = self.messages[message_id] = MessageFacts(*row)
+        if facts.session_id != session_id:
+            raise Poison(
+                f"mismatch: message {message_id} belongs to session {facts.session_id}, "
+                f"not {session_id}"
+            )
+        return facts
+
+    async def task(self, conn: asyncpg.Connection, task_id: str, session_id: str) -> None:
+        owner = self.tasks.get(task_id)
+        if owner is None:
+            owner = await conn.fetchval(
+                "SELECT session_id FROM chart_tasks WHERE task_id = $1", task_id
+            )
+            if owner is None:
+                raise Poison(f"orphan: chart task {task_id} does not exist")
+            self.tasks[task_id] = owner
+        if owner != session_id:
+            raise Poison(
+                f"mismatch: chart task {task_id} belongs to session {owner}, not {session_id}"
+            )
+
+    def forget(self, *message_ids: str) -> None:
+        for message_id in message_ids:
+            self.messages.pop(message_id, None)
 
 
 def _builtins(value: Any) -> Any:
@@ -72,9 +160,13 @@ async def fold_event(
 ) -> None:
     """Apply one decoded event at stream sequence `seq` (the caller owns the transaction).
 
+    Raises `Poison` (before writing anything) for an event the read models refuse.
     With `positions`, the per-entity `last_seq`/activity updates are collected there and
     written once per batch by `positions.flush(conn)` (same result, far fewer statements).
     """
+    batch = positions if positions is not None else Positions(defer_logs=False)
+    known = batch.known
+    await _admit(conn, event, known)
     match event:
         # --- session aggregate --------------------------------------------------------
         case SessionCreated():
@@ -115,10 +207,12 @@ async def fold_event(
             )
         case AnalysisRequested():
             await _analysis_requested(conn, seq, event)
+            known.forget(event.message_id, event.user_message_id)
         case LockRenewed():
             pass  # the lock itself is synced below, as for every session event
         case AnalysisSettled():
             await _analysis_settled(conn, seq, event)
+            known.forget(event.message_id)
         case SessionRead():
             await conn.execute(
                 """
@@ -140,15 +234,21 @@ async def fold_event(
                 event.at,
                 event.attempt,
             )
+            known.forget(event.message_id)
         case StepStarted() | StepProgressed() | StepCompleted() | StepFailed():
-            await _step(conn, seq, event)
+            facts = await known.message(conn, event.message_id, event.session_id)
+            await _step(conn, seq, event, facts)
         case LogAppended():
+            # An older or foreign publisher may send more than the contract allows.
+            text, truncated = truncate_text(event.text, LOG_TEXT_MAX_BYTES)
+            if truncated:
+                logger.warning("projector.log_truncated", seq=seq, message_id=event.message_id)
             row = (
                 event.message_id, seq, event.event_id, event.session_id, event.at,
-                event.level, event.text, event.step,
+                event.level, text, event.step, truncated,
             )  # fmt: skip
-            if positions is not None and positions.defer_logs:
-                positions.logs.append(row)
+            if batch.defer_logs:
+                batch.logs.append(row)
             else:
                 await conn.execute(_INSERT_LOG, *row)
         case ScriptGenerated():
@@ -268,12 +368,65 @@ async def fold_event(
             pass  # execution_started, cancel_requested, future types: positions only
     if isinstance(event, SessionEvent):
         await _sync_lock(conn, event)
+    if isinstance(event, SessionCreated):
+        # Last, once every write of the event went through: an event whose savepoint
+        # rolls back must not leave its session known.
+        known.sessions.add(event.session_id)
+    batch.record(seq, event)
     if positions is None:
-        single = Positions()
-        single.record(seq, event)
-        await single.flush(conn)
-    else:
-        positions.record(seq, event)
+        await batch.flush(conn)
+
+
+async def _admit(conn: asyncpg.Connection, event: Event, known: Known) -> None:
+    """Raise Poison for an event the read models must not take; write nothing."""
+    match event:
+        case SessionCreated():
+            pass
+        case AnalysisSettled():
+            await known.session(conn, event.session_id)
+            await known.message(conn, event.message_id, event.session_id)
+        case SessionEvent():
+            await known.session(conn, event.session_id)
+        case LogAppended():
+            facts = await known.message(conn, event.message_id, event.session_id)
+            await _admit_log(conn, event, facts)
+        case MessageEvent():
+            await known.message(conn, event.message_id, event.session_id)
+        case ChartRequested():
+            await known.session(conn, event.session_id)
+            await known.message(conn, event.message_id, event.session_id)
+        case ChartEvent():
+            await known.task(conn, event.task_id, event.session_id)
+        case _:
+            pass  # no aggregate to check
+
+
+async def _admit_log(conn: asyncpg.Connection, event: LogAppended, facts: MessageFacts) -> None:
+    """A log of an older attempt never lands; after the settle, only a log that ends one
+    of the settled attempt's steps does (a worker finishing the step it was in when the
+    analysis was cancelled). Anything else would rewrite a finished story."""
+    mid = event.message_id
+    if event.attempt < facts.attempt:
+        raise Poison(
+            f"stale log: attempt {event.attempt} of message {mid}, "
+            f"which is at attempt {facts.attempt}"
+        )
+    if facts.status not in MESSAGE_TERMINAL:
+        return
+    if event.attempt != facts.attempt:
+        raise Poison(
+            f"late log: attempt {event.attempt} of message {mid}, "
+            f"settled {facts.status} at attempt {facts.attempt}"
+        )
+    if not event.step:
+        raise Poison(f"late log: message {mid} is settled {facts.status} and the log has no step")
+    ran = await conn.fetchval(
+        "SELECT true FROM message_steps WHERE message_id = $1 AND step = $2", mid, event.step
+    )
+    if not ran:
+        raise Poison(
+            f"late log: message {mid} is settled {facts.status} and never ran step {event.step}"
+        )
 
 
 class Positions:
@@ -284,10 +437,13 @@ class Positions:
       batch gives exactly what a flush after each event would;
     - log rows (`defer_logs`): no fold reads message_logs, so inserting them at the end,
       in order, changes nothing but the number of round trips.
+
+    It also carries the batch's `Known` cache of what exists (one batch, one transaction).
     """
 
     def __init__(self, *, defer_logs: bool = True) -> None:
         self.defer_logs = defer_logs
+        self.known = Known()
         self.logs: list[tuple[Any, ...]] = []
         self.sessions: dict[str, tuple[int, datetime]] = {}
         self.messages: dict[str, int] = {}
@@ -407,10 +563,7 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
         _builtins(event.error),
         seq,
     )
-    already_settled = not settled and await conn.fetchval(
-        "SELECT true FROM messages WHERE message_id = $1", event.message_id
-    )
-    if not already_settled:
+    if settled:  # not a second settle (the message exists: _admit checked)
         # Steps still open when the analysis ends did not finish: close them.
         await conn.execute(
             """
@@ -463,11 +616,14 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
         )
 
 
-async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
+async def _step(
+    conn: asyncpg.Connection, seq: int, event: StepEvent, message: MessageFacts
+) -> None:
+    if message.status in MESSAGE_TERMINAL:
+        return  # a late step of a settled analysis changes nothing
     state = await conn.fetchrow(
         """
-        SELECT (SELECT status FROM messages WHERE message_id = $1) AS message_status,
-               (SELECT mean_ms FROM step_durations WHERE step = $2) AS mean,
+        SELECT (SELECT mean_ms FROM step_durations WHERE step = $2) AS mean,
                s.message_id IS NOT NULL AS exists, s.started_at, s.mean_counted
         FROM (SELECT 1) AS one
         LEFT JOIN message_steps s ON s.message_id = $1 AND s.step = $2
@@ -475,11 +631,10 @@ async def _step(conn: asyncpg.Connection, seq: int, event: StepEvent) -> None:
         event.message_id,
         event.step,
     )
-    if state["message_status"] in MESSAGE_TERMINAL:
-        return  # a late step of a settled analysis changes nothing
     mean = state["mean"]
     if not isinstance(event, StepStarted) and not state["exists"]:
-        # Its step_started never reached us (trimmed stream): start the row here.
+        # Its step_started never reached us (trimmed stream) but its message exists
+        # (_admit checked): start the row here.
         await conn.execute(
             """
             INSERT INTO message_steps (message_id, step, session_id, status, attempt, last_seq)

@@ -17,7 +17,7 @@ import structlog
 
 from runstream.bus.ordered import Entry, Item, StreamIdentity
 from runstream.contracts import DecodeError, decode
-from runstream.projector.fold import Positions, fold_event
+from runstream.projector.fold import Poison, Positions, fold_event
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR
 
 logger = structlog.get_logger()
@@ -181,13 +181,17 @@ class Projector:
         except DecodeError as exc:
             await self._poison(conn, seq, subject, data, f"decode: {exc}")
             return
-        if not isolate:
-            await fold_event(conn, seq, subject, event, positions)
-            return
         try:
-            async with conn.transaction():  # a savepoint
+            if isolate:
+                async with conn.transaction():  # a savepoint
+                    await fold_event(conn, seq, subject, event, positions)
+            else:
                 await fold_event(conn, seq, subject, event, positions)
+        except Poison as refused:  # the fold's decision: it wrote nothing for this event
+            await self._poison(conn, seq, subject, data, refused.reason)
         except _DATA_ERRORS as exc:
+            if not isolate:
+                raise  # apply_batch retries with a savepoint per event to find the culprit
             await self._poison(conn, seq, subject, data, f"fold: {type(exc).__name__}: {exc}")
 
     async def _poison(
