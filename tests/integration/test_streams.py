@@ -10,6 +10,7 @@ import websockets
 
 from runstream.bus import Bus, BusSettings, SessionAggregate
 from runstream.contracts import LogAppended, new_id, utcnow
+from runstream.testing import wait_until
 from tests.integration.conftest import collect, new_session
 
 
@@ -68,6 +69,14 @@ async def test_a_cursor_older_than_the_retained_stream_gets_a_reset_with_a_snaps
                 last = (await bus.publish(_log(sid, mid, i))).seq
             first = await bus.first_seq()
             assert first > 2, "old events were discarded"
+            # The scenario is an old cursor, not a lagging projector: let it catch up so
+            # the snapshot is inside the retained stream (else the events between the
+            # snapshot and the stream's head are gone for the projector too).
+            async def caught_up() -> bool:
+                r = await c.get(f"/api/sessions/{sid}/messages", params={"min_seq": last})
+                return bool(r.json()["as_of_seq"] >= last)
+
+            await wait_until(caught_up, timeout=20)
             async with c.stream("GET", f"/api/sessions/{sid}/events",
                                 headers={"Last-Event-ID": "1"}) as r:
                 # the reset's snapshot, then whatever the snapshot lacks, up to the last event
