@@ -188,3 +188,31 @@ async def test_work_is_taken_as_soon_as_one_slot_frees(bus: Bus):
     slow_release.set()
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_stop_hands_back_unfinished_work_at_once_instead_of_after_ack_wait(bus: Bus):
+    stuck = asyncio.Event()
+    redelivered: asyncio.Queue[int] = asyncio.Queue()
+
+    async def hang(d: Delivery) -> None:
+        stuck.set()
+        await asyncio.Event().wait()  # a handler that would never finish
+
+    async def finish(d: Delivery) -> None:
+        await redelivered.put(d.num_delivered)
+
+    await bus.publish(_log("s", "m", "long"))
+    spec = ConsumerSpec(durable="handback", filter_subjects=[bus.subjects.all],
+                        ack_wait_s=60.0, stop_grace_s=0.2, fetch_timeout_s=0.2)
+    stop = asyncio.Event()
+    first = asyncio.create_task(MessageConsumer(bus, spec, hang).run(stop))
+    await asyncio.wait_for(stuck.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(first, 10)  # stops after the grace, not after ack_wait
+
+    stop2 = asyncio.Event()
+    second = asyncio.create_task(MessageConsumer(bus, spec, finish).run(stop2))
+    # Far sooner than ack_wait (60 s): the stopped runner naked the message.
+    assert await asyncio.wait_for(redelivered.get(), 15) == 2
+    stop2.set()
+    await asyncio.wait_for(second, 10)

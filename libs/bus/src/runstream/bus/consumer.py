@@ -40,6 +40,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_ack_pending: int = 1024
     backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
     fetch_timeout_s: float = 1.0
+    # On stop, in-flight handlers get this long to finish; the rest are cancelled and
+    # their messages handed back (nak) for another replica or the next start.
+    stop_grace_s: float = 5.0
 
     def nak_delay(self, num_delivered: int) -> float:
         idx = max(0, min(num_delivered - 1, len(self.backoff_s) - 1))
@@ -174,7 +177,12 @@ class MessageConsumer(_Runner):
                     task.add_done_callback(self._tasks.discard)
         finally:
             if self._tasks:  # let in-flight handlers finish: their messages are not acked yet
-                await asyncio.wait(self._tasks, timeout=self.spec.ack_wait_s)
+                _, late = await asyncio.wait(self._tasks, timeout=self.spec.stop_grace_s)
+                for task in late:
+                    task.cancel()
+                if late:
+                    self.log.warning("consumer_stop_cancelled", handlers=len(late))
+                    await asyncio.wait(late, timeout=5.0)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
             self.log.info("consumer_stopped")
@@ -223,6 +231,9 @@ class MessageConsumer(_Runner):
                     self.log.error("delivery_rejected", reason=exc.reason)
                     await msg.term()
                 except asyncio.CancelledError:
+                    outcome = "cancelled"
+                    with contextlib.suppress(Exception):  # redeliver now, not after ack_wait
+                        await asyncio.shield(msg.nak())
                     raise
                 except Exception:
                     outcome = "error"
