@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,9 +78,14 @@ class Store:
     pool: asyncpg.Pool
     read_models: Any  # ReadModels (typed loosely to keep this module free of queries)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
         await self.read_models.close()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout)
+        except (TimeoutError, asyncpg.InterfaceError):
+            # A connection still busy (its task was cancelled mid-query): drop them all
+            # rather than hang the shutdown.
+            self.pool.terminate()
 
 
 @asynccontextmanager
