@@ -111,8 +111,14 @@ async function main() {
     log(`after the reload the analysis is ${statusAfter}`
       + (mid_analysis ? " (mid-analysis)" : ""));
     if (REQUIRE_MID && !mid_analysis) fail("the reload did not happen mid-analysis");
-    const logsAfter = await page.locator(`${analysis(mid)} ${sel("log-line")} .log-text`)
-      .allTextContents();
+    // The snapshot may lag the stream by a few events (a loaded projector); the stream
+    // opened from its as_of_seq brings the rest: wait for it, then compare.
+    const logSel = `${analysis(mid)} ${sel("log-line")} .log-text`;
+    await page.waitForFunction(({ s, want }) => {
+      const have = [...document.querySelectorAll(s)].map((e) => e.textContent);
+      return want.every((line) => have.includes(line));
+    }, { s: logSel, want: logsBefore }, { timeout: 15000 }).catch(() => {});
+    const logsAfter = await page.locator(logSel).allTextContents();
     for (const line of logsBefore) {
       if (!logsAfter.includes(line)) fail(`log line lost across the reload: ${line}`);
     }
