@@ -259,24 +259,3 @@ async def test_the_dataset_temp_file_is_deleted_afterwards(
     await _run("SELECT count(*) FROM data")
     await _error("SELECT nope FROM data")
     assert os.listdir(tmp_path) == []
-
-
-async def test_a_spare_child_serves_the_next_query_and_is_never_reused():
-    from runstream.execution_worker import sandbox
-
-    sandbox.keep_spare_child(True)
-    pids: list[int] = []
-    try:
-        for _ in range(3):
-            result = await sandbox.run_sandboxed(
-                data=b"x\n1\n2\n", fmt="csv", table_name="data", sql="SELECT sum(x) AS s FROM data",
-                limits=sandbox.SandboxLimits(), on_start=pids.append,
-            )
-            assert result.rows == [[3]]
-        spare = await sandbox._Spare.next
-        assert spare.returncode is None and spare.pid not in pids, "a fresh spare is waiting"
-    finally:
-        sandbox.keep_spare_child(False)
-        await sandbox.close_spare_child()
-    assert len(set(pids)) == 3, "one child per query"
-    assert spare.returncode is not None, "closing the spare stops it"

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,11 +23,10 @@ from typing import Any, Literal
 import msgspec
 
 from runstream.contracts import Column
+from runstream.execution_worker.pool import SparePool, kill_child, spawn_child
 
 SandboxErrorKind = Literal["sql", "timeout", "memory", "sandbox"]
 Format = Literal["csv", "parquet"]
-
-CHILD_MODULE = "runstream.execution_worker._child"
 
 
 class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,12 +93,14 @@ async def run_sandboxed(
     limits: SandboxLimits,
     on_start: Callable[[int], Any] | None = None,
     on_running: Callable[[], Any] | None = None,
+    pool: SparePool | None = None,
 ) -> SandboxResult:
     """Run `sql` over `data` loaded as `table_name`; raise SandboxError if it does not finish.
 
     `on_start(pid)` is called once the child exists; `on_running()` once the data is
     loaded and the query itself starts. Cancelling the awaiting task SIGKILLs the child
-    and reaps it before the CancelledError propagates.
+    and reaps it before the CancelledError propagates. With a `pool` the child is one of
+    its spares; without, a fresh one.
     """
     if fmt not in ("csv", "parquet"):
         raise SandboxError("sql", f"unsupported dataset format {fmt!r}")
@@ -116,7 +116,9 @@ async def run_sandboxed(
             "sql": sql,
             "limits": msgspec.to_builtins(limits),
         }
-        reply = await _run_child(json.dumps(request).encode(), limits, on_start, on_running)
+        reply = await _run_child(
+            json.dumps(request).encode(), limits, on_start, on_running, pool
+        )
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -132,79 +134,26 @@ def _write_all(fd: int, data: bytes) -> None:
         f.write(data)
 
 
-async def _spawn() -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        CHILD_MODULE,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_child_env(),
-        start_new_session=True,
-    )
-
-
-class _Spare:
-    """One child started ahead of time: interpreter up, DuckDB imported, waiting on stdin.
-
-    Starting a child is most of a small query's time; a spare takes that off the path.
-    Each child still serves exactly one query and is never reused.
-    """
-
-    enabled = False
-    loop: asyncio.AbstractEventLoop | None = None
-    next: asyncio.Task[asyncio.subprocess.Process] | None = None
-
-
-def keep_spare_child(enabled: bool = True) -> None:
-    """Opt in (the execution worker does): keep one child started ahead of time."""
-    _Spare.enabled = enabled
-
-
-async def close_spare_child() -> None:
-    task, _Spare.next, _Spare.loop = _Spare.next, None, None
-    if task is not None:
-        with contextlib.suppress(Exception):
-            await _kill(await task)
-
-
-async def _take_child() -> asyncio.subprocess.Process:
-    loop = asyncio.get_running_loop()
-    proc: asyncio.subprocess.Process | None = None
-    if _Spare.next is not None and _Spare.loop is loop:
-        task, _Spare.next = _Spare.next, None
-        with contextlib.suppress(Exception):
-            proc = await task
-        if proc is not None and proc.returncode is not None:
-            proc = None  # the spare died while waiting: start a fresh one
-    if proc is None:
-        proc = await _spawn()
-    if _Spare.enabled:
-        _Spare.loop = loop
-        _Spare.next = asyncio.create_task(_spawn())
-    return proc
-
-
 async def _run_child(
     request: bytes,
     limits: SandboxLimits,
     on_start: Callable[[int], Any] | None,
     on_running: Callable[[], Any] | None,
+    pool: SparePool | None,
 ) -> dict[str, Any]:
-    proc = await _take_child()
+    proc = await pool.take() if pool is not None else await spawn_child()
     try:
         if on_start is not None:
             on_start(proc.pid)
         async with asyncio.timeout(limits.timeout_s):
             return await _converse(proc, request, on_running)
     except TimeoutError:
-        await _kill(proc)
+        await kill_child(proc)
         raise SandboxError(
             "timeout", f"the query did not finish within {limits.timeout_s:g} s"
         ) from None
     except BaseException:
-        await _kill(proc)
+        await kill_child(proc)
         raise
 
 
@@ -247,21 +196,3 @@ def _died(code: int, stderr: str) -> dict[str, Any]:
     ):
         return {"ok": False, "kind": "memory", "message": f"the query ran out of memory ({tail})"}
     return {"ok": False, "kind": "sandbox", "message": f"the sandbox exited with {code}: {tail}"}
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the child and reap it, even if our own task is being cancelled again."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(proc.wait())
-
-
-def _child_env() -> dict[str, str]:
-    """A minimal environment: no credentials or proxies of the worker reach the child."""
-    keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "HOME")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["RS_SANDBOX_PARENT"] = str(os.getpid())  # the child dies with this process
-    return env

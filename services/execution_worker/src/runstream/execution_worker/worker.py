@@ -34,12 +34,11 @@ from runstream.contracts import (
     ScriptGenerated,
     utcnow,
 )
+from runstream.execution_worker.pool import SparePool
 from runstream.execution_worker.sandbox import (
     SandboxError,
     SandboxLimits,
     SandboxResult,
-    close_spare_child,
-    keep_spare_child,
     run_sandboxed,
 )
 from runstream.execution_worker.settings import ExecutionWorkerSettings
@@ -50,8 +49,11 @@ WORKER = "execution-worker"
 
 
 class ExecutionWorker:
-    def __init__(self, bus: Bus, settings: ExecutionWorkerSettings) -> None:
+    def __init__(
+        self, bus: Bus, settings: ExecutionWorkerSettings, spares: SparePool | None = None
+    ) -> None:
         self.bus = bus
+        self.spares = spares
         self.settings = settings
         self.limits = SandboxLimits(
             timeout_s=settings.sandbox_timeout_s,
@@ -184,6 +186,7 @@ class ExecutionWorker:
                     limits=self.limits,
                     on_start=on_start,
                     on_running=on_running,
+                    pool=self.spares,
                 )
             )
             waiter = asyncio.create_task(cancelled.wait())
@@ -243,9 +246,14 @@ async def run_worker(
     worker_out: list[ExecutionWorker] | None = None,
 ) -> None:
     """Run until `stop` is set: connect, consume, watch dead letters; shut down in reverse."""
-    async with Bus.connect(settings.bus(), name=WORKER) as bus:
+    # More spares than concurrent queries could never all be used at once.
+    spare_count = min(settings.sandbox_spares, settings.concurrency)
+    async with (
+        Bus.connect(settings.bus(), name=WORKER) as bus,
+        SparePool(spare_count, settings.sandbox_spare_idle_s) as spares,
+    ):
         await bus.provision()
-        worker = ExecutionWorker(bus, settings)
+        worker = ExecutionWorker(bus, settings, spares)
         if worker_out is not None:
             worker_out.append(worker)
         spec = worker.spec()
@@ -255,14 +263,11 @@ async def run_worker(
             await on_max_deliveries(bus, adv, raw)
 
         advisory = await watch_max_deliveries(bus, spec.durable, exhausted)
-        keep_spare_child(settings.sandbox_spare_child)
         consumer = asyncio.create_task(MessageConsumer(bus, spec, worker.handle).run(stop))
         if ready is not None:
             ready.set()
         try:
             await consumer
         finally:
-            keep_spare_child(False)
-            await close_spare_child()
             with contextlib.suppress(Exception):
                 await advisory.unsubscribe()
