@@ -20,6 +20,7 @@ from runstream.bus.errors import (
     Reject,
     Retry,
     SessionNotFound,
+    nats_unavailable,
 )
 from runstream.bus.objects import delete_dataset, get_dataset, put_dataset
 from runstream.bus.ordered import (
@@ -65,6 +66,7 @@ __all__ = [
     "ensure_consumer",
     "event_headers",
     "get_dataset",
+    "nats_unavailable",
     "put_dataset",
     "stream_identity",
     "watch_max_deliveries",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import nats.errors
+import nats.js.errors
+
 
 class BusError(Exception):
     code = "bus_error"
@@ -72,3 +75,26 @@ class Reject(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# --- availability: NATS cannot serve right now -----------------------------------------
+# Failures of the connection or of JetStream itself, as opposed to a request that is wrong
+# (bad subject, unknown stream, wrong last sequence): retrying later can succeed.
+_NATS_DOWN: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,  # and UnexpectedEOF
+    nats.errors.OutboundBufferLimitError,  # disconnected, and publishes are not buffered
+    nats.errors.TimeoutError,  # and FlushTimeoutError, FetchTimeoutError
+    nats.js.errors.ServiceUnavailableError,  # JetStream 503: not ready, no responders
+    nats.js.errors.ServerError,
+    nats.js.errors.NoStreamResponseError,  # the publish reached no stream (yet)
+)
+
+
+def nats_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means NATS or JetStream is down or not ready, not a bad request."""
+    return isinstance(exc, _NATS_DOWN)
