@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import nats.errors
 import nats.js.errors
 
@@ -98,3 +100,17 @@ _NATS_DOWN: tuple[type[BaseException], ...] = (
 def nats_unavailable(exc: BaseException) -> bool:
     """True when `exc` means NATS or JetStream is down or not ready, not a bad request."""
     return isinstance(exc, _NATS_DOWN)
+
+
+def exception_family(exc: BaseException, _depth: int = 0) -> Iterator[BaseException]:
+    """`exc`, the members of an exception group, and what it was raised from or during:
+    an outage often surfaces wrapped, or as the context of a later error."""
+    if _depth > 8:
+        return
+    yield exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from exception_family(inner, _depth + 1)
+    for linked in (exc.__cause__, exc.__context__):
+        if linked is not None:
+            yield from exception_family(linked, _depth + 1)
