@@ -286,6 +286,34 @@ async def test_wait_for_seq_wakes_on_notify_long_before_the_poll(
     assert await read_models.wait_for_seq(3, timeout=0) is True
 
 
+async def _listen_backends(pool: asyncpg.Pool) -> list[int]:
+    return [r["pid"] for r in await pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query ILIKE 'LISTEN%rs_projected%'")]
+
+
+async def test_the_listen_connection_comes_back_by_itself_when_its_backend_dies(
+    pool: asyncpg.Pool, read_models: ReadModels
+) -> None:
+    assert await read_models.wait_for_seq(1, timeout=0) is False  # opens the listener
+    [first] = await _listen_backends(pool)
+    await pool.execute("SELECT pg_terminate_backend($1)", first)  # as a Postgres restart does
+
+    async def replaced() -> list[int]:
+        pids = await _listen_backends(pool)
+        return pids if pids and first not in pids else []
+
+    assert len(await wait_until(replaced, timeout=10)) == 1  # no read had to ask for it
+    waiting = asyncio.create_task(read_models.wait_for_seq(5, timeout=20))
+    await wait_until(_registered(read_models), timeout=5)
+    started = time.perf_counter()
+    async with pool.acquire() as conn, conn.transaction():
+        await rows.set_checkpoint(conn, 5)
+        await conn.execute("SELECT pg_notify('rs_projected', '5')")
+    assert await asyncio.wait_for(waiting, 5) is True
+    assert time.perf_counter() - started < 2.0  # woken by NOTIFY: the poll interval is 30 s
+
+
 async def test_wait_for_seq_times_out_cleanly_without_holding_a_connection(
     pool: asyncpg.Pool, read_models: ReadModels
 ) -> None:

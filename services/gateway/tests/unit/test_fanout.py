@@ -85,3 +85,24 @@ async def test_a_lost_live_message_is_healed_from_jetstream(bus: Bus):
         assert got == [seqs[1], seqs[2], fourth]
     finally:
         await hub.stop()
+
+
+async def test_frames_stored_while_the_live_feed_was_away_reach_clients_after_a_reconnect(
+    bus: Bus,
+):
+    hub = Hub(bus)
+    await hub.start()
+    try:
+        sid = new_id()
+        client, _ = hub.register(Scope(kind="session", session_id=sid))
+        await hub._sub.unsubscribe()  # the live feed is away, as while disconnected
+        published = [(await bus.publish(_log(sid, "m", i))).seq for i in range(3)]
+        # as the client does on reconnect: the subscription renewed, then the hooks run
+        hub._sub = await bus.nc.subscribe(bus.live_subject, cb=hub._on_live)
+        for hook in bus._reconnect_hooks:
+            hook()
+        await wait_until(lambda: _full([client], 3), timeout=10)  # no later frame needed
+        assert [client.queue.get_nowait().seq for _ in range(3)] == published
+        assert hub.position == published[-1]
+    finally:
+        await hub.stop()

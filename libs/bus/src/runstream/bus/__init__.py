@@ -20,6 +20,8 @@ from runstream.bus.errors import (
     Reject,
     Retry,
     SessionNotFound,
+    exception_family,
+    nats_unavailable,
 )
 from runstream.bus.objects import delete_dataset, get_dataset, put_dataset
 from runstream.bus.ordered import (
@@ -64,7 +66,9 @@ __all__ = [
     "delete_dataset",
     "ensure_consumer",
     "event_headers",
+    "exception_family",
     "get_dataset",
+    "nats_unavailable",
     "put_dataset",
     "stream_identity",
     "watch_max_deliveries",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 import nats
 import structlog
+from nats.aio.client import DEFAULT_PENDING_SIZE
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
@@ -72,17 +73,37 @@ class Bus:
         self.subjects = Subjects(settings.prefix)
         self.stream = settings.stream
         self.live_subject = f"live.{settings.prefix}.>"
+        self._reconnect_hooks: list[Callable[[], None]] = []
+
+    def on_reconnect(self, hook: Callable[[], None]) -> None:
+        """Call `hook` after every reconnect (subscriptions are already renewed by then).
+
+        Hooks run inside the client's reconnect step: they must not block; start a task.
+        """
+        self._reconnect_hooks.append(hook)
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, settings: BusSettings, *, name: str) -> AsyncIterator[Bus]:
+    async def connect(
+        cls, settings: BusSettings, *, name: str, buffer_while_disconnected: bool = True
+    ) -> AsyncIterator[Bus]:
+        """`buffer_while_disconnected=False`: a publish while the connection is down fails at
+        once (OutboundBufferLimitError) instead of waiting in a buffer to go out after the
+        reconnect, so a caller that was told "failed" is never overtaken by its own write.
+        """
         log = logger.bind(nats_url=settings.url, client=name)
+        hooks: list[Callable[[], None]] = []
 
         async def on_disconnect() -> None:
             log.warning("nats_disconnected")
 
         async def on_reconnect() -> None:
             log.info("nats_reconnected")
+            for hook in list(hooks):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("nats_reconnect_hook_failed")
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats_error", error=str(exc))
@@ -96,9 +117,12 @@ class Bus:
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
             error_cb=on_error,
+            pending_size=DEFAULT_PENDING_SIZE if buffer_while_disconnected else 0,
         )
         try:
-            yield cls(settings, nc)
+            bus = cls(settings, nc)
+            bus._reconnect_hooks = hooks
+            yield bus
         finally:
             if not nc.is_closed:
                 try:

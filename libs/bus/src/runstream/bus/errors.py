@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import nats.errors
+import nats.js.errors
+
 
 class BusError(Exception):
     code = "bus_error"
@@ -72,3 +77,40 @@ class Reject(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# --- availability: NATS cannot serve right now -----------------------------------------
+# Failures of the connection or of JetStream itself, as opposed to a request that is wrong
+# (bad subject, unknown stream, wrong last sequence): retrying later can succeed.
+_NATS_DOWN: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,  # and UnexpectedEOF
+    nats.errors.OutboundBufferLimitError,  # disconnected, and publishes are not buffered
+    nats.errors.TimeoutError,  # and FlushTimeoutError, FetchTimeoutError
+    nats.js.errors.ServiceUnavailableError,  # JetStream 503: not ready, no responders
+    nats.js.errors.ServerError,
+    nats.js.errors.NoStreamResponseError,  # the publish reached no stream (yet)
+)
+
+
+def nats_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means NATS or JetStream is down or not ready, not a bad request."""
+    return isinstance(exc, _NATS_DOWN)
+
+
+def exception_family(exc: BaseException, _depth: int = 0) -> Iterator[BaseException]:
+    """`exc`, the members of an exception group, and what it was raised from or during:
+    an outage often surfaces wrapped, or as the context of a later error."""
+    if _depth > 8:
+        return
+    yield exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from exception_family(inner, _depth + 1)
+    for linked in (exc.__cause__, exc.__context__):
+        if linked is not None:
+            yield from exception_family(linked, _depth + 1)

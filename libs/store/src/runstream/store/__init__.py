@@ -1,6 +1,6 @@
 """asyncpg pool, SQL migrations, read-model queries."""
 
-from runstream.store.errors import InvalidSchemaName, StoreError
+from runstream.store.errors import InvalidSchemaName, StoreError, postgres_unavailable
 from runstream.store.migrate import migrate, migrations
 from runstream.store.pool import (
     DEFAULT_SCHEMA,
@@ -27,5 +27,6 @@ __all__ = [
     "migrate",
     "migrations",
     "open_store",
+    "postgres_unavailable",
     "validate_schema",
 ]

@@ -56,14 +56,24 @@ async def connect(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> asyncpg.Connecti
 
 
 async def create_pool(
-    dsn: str, *, schema: str = DEFAULT_SCHEMA, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 60.0,
+    command_timeout: float | None = None,
 ) -> asyncpg.Pool:
+    """`connect_timeout` bounds opening a connection, `command_timeout` every query: without
+    them a server that stops answering (rather than refusing) holds a caller for ever."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": validate_schema(schema)},
         init=init_connection,
+        timeout=connect_timeout,
+        command_timeout=command_timeout,
     )
     assert pool is not None
     return pool
@@ -96,13 +106,17 @@ async def open_store(
     min_size: int = 1,
     max_size: int = 10,
     migrate: bool = True,
+    connect_timeout: float = 60.0,
+    command_timeout: float | None = None,
 ) -> AsyncIterator[Store]:
     """Open a pool (migrating the schema first, unless told not to) and close it on exit."""
     from runstream.store.migrate import migrate as run_migrations
     from runstream.store.queries import ReadModels
 
-    pool = await create_pool(dsn, schema=schema, min_size=min_size, max_size=max_size)
-    store = Store(dsn=dsn, schema=schema, pool=pool, read_models=ReadModels(pool, dsn=dsn))
+    pool = await create_pool(dsn, schema=schema, min_size=min_size, max_size=max_size,
+                             connect_timeout=connect_timeout, command_timeout=command_timeout)
+    read_models = ReadModels(pool, dsn=dsn, connect_timeout=min(connect_timeout, 10.0))
+    store = Store(dsn=dsn, schema=schema, pool=pool, read_models=read_models)
     try:
         if migrate:
             await run_migrations(pool, schema)

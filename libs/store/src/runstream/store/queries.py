@@ -58,7 +58,9 @@ class ReadModels:
     """Queries over the read models of one schema (the pool's search_path).
 
     `dsn` enables LISTEN-based `wait_for_seq` on a dedicated connection (not a pool
-    connection); without it waiting falls back to polling alone.
+    connection); without it waiting falls back to polling alone. When that connection is
+    lost (Postgres restarted, backend terminated) it is opened again in the background,
+    with backoff, until it is back or the models are closed.
     """
 
     def __init__(
@@ -68,14 +70,18 @@ class ReadModels:
         dsn: str | None = None,
         projector: str = PROJECTOR,
         poll_interval: float = 0.5,
+        connect_timeout: float = 10.0,
     ) -> None:
         self._pool = pool
         self._dsn = dsn
         self._projector = projector
         self._poll_interval = poll_interval
+        self._connect_timeout = connect_timeout
         self._listener: asyncpg.Connection | None = None
         self._listener_lock = asyncio.Lock()
         self._listener_retry_at = 0.0
+        self._relisten: asyncio.Task[None] | None = None
+        self._closed = False
         self._notified = 0
         self._waiters: set[tuple[int, asyncio.Future[None]]] = set()
 
@@ -373,33 +379,63 @@ class ReadModels:
             if target <= seq and not fut.done():
                 fut.set_result(None)
 
-    def _on_listener_lost(self, _conn: object) -> None:
-        self._listener = None
+    def _on_listener_lost(self, conn: object) -> None:
+        if self._listener is conn:
+            self._listener = None
+        if self._closed or self._dsn is None:
+            return
+        if self._relisten is None or self._relisten.done():
+            # Waiters still poll meanwhile; this only brings back the quick wake-up.
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
 
-    async def _ensure_listener(self) -> None:
-        if self._dsn is None or self._listener is not None:
+    async def _listen_again(self) -> None:
+        delay = 0.2
+        while not self._closed and self._listener is None:
+            await self._ensure_listener(now=True)
+            if self._listener is not None:
+                logger.info("store.listen_restored")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _ensure_listener(self, *, now: bool = False) -> None:
+        if self._listener is not None and self._listener.is_closed():
+            self._listener = None  # lost without the termination callback having run yet
+        if self._dsn is None or self._listener is not None or self._closed:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() < self._listener_retry_at:
+        if not now and loop.time() < self._listener_retry_at:
             return
         async with self._listener_lock:
             if self._listener is not None:
                 return
             try:
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                conn.add_termination_listener(self._on_listener_lost)
-            except (OSError, asyncpg.PostgresError) as exc:
+                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+                try:
+                    await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                except BaseException:
+                    conn.terminate()
+                    raise
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Polling still works; try LISTEN again in a while.
                 self._listener_retry_at = loop.time() + 5.0
-                logger.warning("store.listen_failed", error=str(exc))
+                logger.warning("store.listen_failed", error=str(exc) or type(exc).__name__)
+                return
+            conn.add_termination_listener(self._on_listener_lost)
+            if self._closed:
+                await conn.close()
                 return
             self._listener = conn
 
     async def close(self) -> None:
+        self._closed = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._relisten
         conn, self._listener = self._listener, None
         if conn is not None and not conn.is_closed():
-            with suppress(OSError, asyncpg.PostgresError):
+            with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await conn.close()
         for _, fut in list(self._waiters):

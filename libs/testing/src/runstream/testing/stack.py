@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from runstream.bus.service import keep_running
 from runstream.testing.servers import free_port
 
 JWT_SECRET = "test-secret-" + secrets.token_hex(24)
@@ -83,10 +84,14 @@ async def run_stack(
     try:
         if projector:
             from runstream.projector.service import ProjectorSettings, run_projector
+            from runstream.store import postgres_unavailable
 
             ready = asyncio.Event()
-            tasks.append(asyncio.create_task(
-                run_projector(ProjectorSettings(**common), stop, ready=ready)))
+            projector_settings = ProjectorSettings(**common)
+            # Run as `python -m runstream.projector` does: started again after an outage.
+            tasks.append(asyncio.create_task(keep_running(
+                "projector", lambda: run_projector(projector_settings, stop, ready=ready),
+                stop, transient=postgres_unavailable)))
             await _ready(ready, tasks[-1])
         if workers:
             for start in _worker_starters():
@@ -139,8 +144,9 @@ def _worker_starters() -> list[Callable[[dict[str, Any], asyncio.Event, asyncio.
     def starter(settings_cls: Any, run: Any) -> Any:
         async def start(values: dict[str, Any], stop: asyncio.Event, ready: asyncio.Event):
             fields = settings_cls.model_fields
-            await run(settings_cls(**{k: v for k, v in values.items() if k in fields}),
-                      stop, ready)
+            settings = settings_cls(**{k: v for k, v in values.items() if k in fields})
+            # As `serve` runs a worker process: started again after an outage.
+            await keep_running(settings_cls.__name__, lambda: run(settings, stop, ready), stop)
         return start
 
     return [starter(AnalysisWorkerSettings, run_analysis),

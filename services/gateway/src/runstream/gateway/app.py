@@ -34,8 +34,12 @@ def create_app(settings: GatewaySettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with (
-            Bus.connect(settings.bus(), name="gateway") as bus,
-            open_store(settings.database_url, schema=settings.db_schema, max_size=20) as store,
+            # No publish waits out an outage in a buffer: the client gets a 503 at once,
+            # and a write it was told failed never lands after the reconnect.
+            Bus.connect(settings.bus(), name="gateway", buffer_while_disconnected=False) as bus,
+            open_store(settings.database_url, schema=settings.db_schema, max_size=20,
+                       connect_timeout=settings.db_connect_timeout_s,
+                       command_timeout=settings.db_command_timeout_s) as store,
         ):
             await bus.provision()
             hub = Hub(bus, client_buffer=settings.client_buffer)

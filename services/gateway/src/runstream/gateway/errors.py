@@ -14,10 +14,22 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from runstream.bus import ConcurrencyConflict, LockHeld, SessionNotFound
+from runstream.bus import (
+    ConcurrencyConflict,
+    LockHeld,
+    SessionNotFound,
+    exception_family,
+    nats_unavailable,
+)
 from runstream.contracts import InvalidId
+from runstream.store import postgres_unavailable
 
 logger = structlog.get_logger()
+
+# Seconds a client should wait before trying again, per dependency: the NATS client
+# reconnects every 0.5 s; a Postgres restart (shutdown, recovery) takes a few seconds.
+RETRY_AFTER_S = {"nats": 2, "postgres": 3, "gateway": 1}
+DEFAULT_RETRY_AFTER_S = 3
 
 
 class ApiError(Exception):
@@ -30,6 +42,7 @@ class ApiError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -37,10 +50,48 @@ class ApiError(Exception):
         self.message = message
         self.details = details or {}
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 def not_found(kind: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"{kind} {ident} not found", {"kind": kind, "id": ident})
+
+
+def unavailable(dependency: str, message: str) -> ApiError:
+    return ApiError(503, "unavailable", message, {"dependency": dependency},
+                    headers=retry_after(dependency))
+
+
+def retry_after(dependency: str) -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_S.get(dependency, DEFAULT_RETRY_AFTER_S))}
+
+
+# --- which failures are a dependency outage -------------------------------------------
+def _raised_by(exc: BaseException) -> str:
+    """For a plain socket error or timeout: the client library it came out of."""
+    origin = "unknown"
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame of a client library wins
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith(("asyncpg", "runstream.store")):
+            origin = "postgres"
+        elif module.startswith(("nats", "runstream.bus")):
+            origin = "nats"
+        tb = tb.tb_next
+    return origin
+
+
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """The dependency ("postgres", "nats" or "unknown") whose being down or not answering
+    in time caused `exc`; None for anything else (a bug stays a 500)."""
+    for e in exception_family(exc):
+        if postgres_unavailable(e):
+            return "postgres"
+        if nats_unavailable(e):
+            return "nats"
+        if isinstance(e, OSError):  # refused, reset, unreachable; and TimeoutError
+            return _raised_by(e)
+    return None
 
 
 def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -52,7 +103,8 @@ def _respond(status: int, payload: dict[str, Any], headers: dict[str, str] | Non
 
 
 def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return _respond(exc.status, {**body(exc.code, exc.message, exc.details), **exc.extra})
+    return _respond(exc.status, {**body(exc.code, exc.message, exc.details), **exc.extra},
+                    exc.headers or None)
 
 
 def invalid_id_handler(_: Request[Any, Any, Any], exc: InvalidId) -> Response[Any]:
@@ -88,6 +140,9 @@ def http_handler(req: Request[Any, Any, Any], exc: HTTPException) -> Response[An
         return _respond(status, body(code, str(exc.detail)), headers)
     if isinstance(exc, NotFoundException):
         return _respond(404, body("not_found", str(exc.detail)))
+    if status == 503:
+        return _respond(503, body("unavailable", str(exc.detail), {"dependency": "gateway"}),
+                        retry_after("gateway"))
     if status >= 500:
         logger.error("http_error", path=req.url.path, status=status, detail=str(exc.detail))
         return _respond(status, body("server_error", "internal error"))
@@ -97,6 +152,14 @@ def http_handler(req: Request[Any, Any, Any], exc: HTTPException) -> Response[An
 
 
 def unexpected_handler(req: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    dependency = unavailable_dependency(exc)
+    if dependency is not None:
+        # An outage, not a bug: one line, no traceback, and the client is told to retry.
+        logger.warning("dependency_unavailable", path=req.url.path, dependency=dependency,
+                       error=type(exc).__name__, detail=str(exc)[:200])
+        name = {"postgres": "Postgres", "nats": "NATS"}.get(dependency, "a dependency")
+        return api_error_handler(req, unavailable(
+            dependency, f"{name} is unavailable right now; try again shortly"))
     logger.exception("unhandled_error", path=req.url.path, error=type(exc).__name__)
     return _respond(HTTP_500_INTERNAL_SERVER_ERROR, body("server_error", "internal error"))
 

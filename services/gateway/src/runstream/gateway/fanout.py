@@ -28,6 +28,7 @@ from nats.js.errors import NotFoundError
 
 from runstream.bus import Bus
 from runstream.contracts import InvalidSubject, SubjectParts
+from runstream.gateway.errors import unavailable_dependency
 from runstream.telemetry import SSE_CLIENTS
 
 logger = structlog.get_logger()
@@ -126,6 +127,8 @@ class Hub:
         self._sid_index = bus.subjects.prefix.count(".") + 1
         self._sub: Any = None
         self._heal_lock = asyncio.Lock()
+        self._resync: asyncio.Task[None] | None = None
+        self._resync_wanted = False
         self._started = time.monotonic()
         self.frames_seen = 0
         self.clients = 0
@@ -138,11 +141,17 @@ class Hub:
             self.bus.live_subject, cb=self._on_live, pending_msgs_limit=1_000_000,
             pending_bytes_limit=512 * 1024 * 1024,
         )
+        self.bus.on_reconnect(self._after_reconnect)
 
     async def stop(self) -> None:
-        if self._sub is not None:
+        sub, self._sub = self._sub, None
+        if self._resync is not None:
+            self._resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._resync
+        if sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
         for group in (*self._by_session.values(), *self._by_owner.values()):  # end every stream
             for client in list(group):
                 self._drop(client)
@@ -161,6 +170,29 @@ class Hub:
             await self._heal(last)
         subject = headers.get("Nats-Subject") or msg.subject.removeprefix("live.")
         self._dispatch(seq, subject, msg.data)
+
+    def _after_reconnect(self) -> None:
+        """The client renewed the subscription, but live messages sent while it was away
+        are lost: fetch them from JetStream now rather than at the next live message
+        (which may be long in coming), so open streams see them at once and in order."""
+        self._resync_wanted = True
+        if self._sub is not None and (self._resync is None or self._resync.done()):
+            self._resync = asyncio.get_running_loop().create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        delay = 0.2
+        while self._resync_wanted and self._sub is not None:
+            self._resync_wanted = False
+            try:
+                await self._heal(await self.bus.last_seq())
+            except Exception as exc:
+                if unavailable_dependency(exc) is None:
+                    logger.exception("fanout_catch_up_failed")
+                    return
+                self._resync_wanted = True  # JetStream is not back yet: again, later
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        logger.info("fanout_caught_up", position=self.position)
 
     async def _heal(self, upto: int) -> None:
         """Fetch (position, upto] from JetStream after a lost live message."""

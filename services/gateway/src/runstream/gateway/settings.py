@@ -17,6 +17,9 @@ class GatewaySettings(DatabaseSettings):
     title_max_chars: int = 200
     dataset_max_bytes: int = 50 * 1024 * 1024
     read_wait_s: float = 2.0  # how long a read waits for the projector to catch up
+    # A Postgres that stops answering (rather than refusing) becomes a 503 after these.
+    db_connect_timeout_s: float = 5.0
+    db_command_timeout_s: float = 15.0
     prefer_wait_max_s: float = 60.0
     sse_heartbeat_s: float = 15.0
     sse_retry_ms: int = 2000

@@ -9,7 +9,7 @@ from typing import Any
 
 from runstream.bus import Bus, SessionAggregate
 from runstream.gateway.auth import Tokens
-from runstream.gateway.errors import ApiError, not_found
+from runstream.gateway.errors import not_found, unavailable
 from runstream.gateway.fanout import Hub
 from runstream.gateway.settings import GatewaySettings
 from runstream.store import ReadModels
@@ -96,5 +96,5 @@ class Gateway:
 def gateway_of(state: Any) -> Gateway:
     gw = getattr(state, "gateway", None)
     if gw is None:
-        raise ApiError(503, "not_ready", "the gateway is starting")
+        raise unavailable("gateway", "the gateway is starting or stopping")
     return gw  # type: ignore[no-any-return]

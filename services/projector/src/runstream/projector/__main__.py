@@ -2,10 +2,12 @@
 
 from runstream.bus.service import serve
 from runstream.projector.service import SERVICE, ProjectorSettings, run_projector
+from runstream.store import postgres_unavailable
 
 
 def main() -> None:
-    serve(SERVICE, ProjectorSettings, run_projector)
+    # Postgres down (at start-up or for good in the loop) restarts the run, as NATS does.
+    serve(SERVICE, ProjectorSettings, run_projector, transient=postgres_unavailable)
 
 
 if __name__ == "__main__":

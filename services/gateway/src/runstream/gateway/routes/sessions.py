@@ -15,7 +15,7 @@ from runstream.bus import Committed, put_dataset
 from runstream.contracts import new_id
 from runstream.gateway.bodies import CreateSession, Submit, read_json
 from runstream.gateway.datasets import UnreadableDataset, detect_format, inspect_dataset
-from runstream.gateway.errors import ApiError
+from runstream.gateway.errors import ApiError, unavailable_dependency
 from runstream.gateway.fanout import Scope
 from runstream.gateway.routes.common import Req, gw, ident, min_seq, owner, prefer_wait
 from runstream.gateway.state import Gateway
@@ -31,14 +31,22 @@ async def create_session(request: Req) -> Response[Any]:
     if len(title) > g.settings.title_max_chars:
         raise ApiError(422, "invalid_request", f"title is limited to {g.settings.title_max_chars} "
                        "characters", {"field": "title"})
+    # The answer is read back from Postgres: make sure it answers before writing, so that
+    # a 503 for Postgres means nothing was written (a retry then makes no second session).
+    await g.models.checkpoint()
     sid = new_id()
     committed = await g.sessions.create(sid, owner=owner(request), title=title)
     g.recent.add(sid, committed.seq)
     last = committed.seq
     if g.settings.sample_dataset:
         last = await _attach_sample(g, sid) or last
-    await g.caught_up(last)
-    session = await g.models.get_session(sid)
+    try:
+        await g.caught_up(last)
+        session = await g.models.get_session(sid)
+    except Exception as exc:
+        if unavailable_dependency(exc) != "postgres":
+            raise
+        session = None  # the session exists now: say so, even if it cannot be read back yet
     if session is None:  # the projector lags: answer from the event itself
         event = committed.event
         session = {

@@ -7,16 +7,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import WebSocket, get, post, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from runstream.gateway.errors import unavailable_dependency
 from runstream.gateway.fanout import Scope
 from runstream.gateway.routes.common import Req, gw, ident, owner
 from runstream.gateway.state import Gateway
 from runstream.gateway.streams import Heartbeat, Item, open_stream, parse_cursor
 
+logger = structlog.get_logger()
 _json = msgspec.json.Encoder()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 HEARTBEAT = b": heartbeat\n\n"
@@ -28,14 +31,25 @@ def _sse(items: AsyncIterator[Item], g: Gateway) -> Stream:
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: %d\n\n" % g.settings.sse_retry_ms
-        async for item in items:
-            if isinstance(item, list):
-                yield b"".join(frame.sse() for frame in item)
-            elif isinstance(item, Heartbeat):
-                yield HEARTBEAT
-            else:
-                payload = _json.encode({"reason": item.reason, "snapshot": item.snapshot})
-                yield b"id: %d\nevent: reset\ndata: %s\n\n" % (item.seq, payload)
+        try:
+            async for item in items:
+                if isinstance(item, list):
+                    yield b"".join(frame.sse() for frame in item)
+                elif isinstance(item, Heartbeat):
+                    yield HEARTBEAT
+                else:
+                    payload = _json.encode({"reason": item.reason, "snapshot": item.snapshot})
+                    yield b"id: %d\nevent: reset\ndata: %s\n\n" % (item.seq, payload)
+        except Exception as exc:
+            # The replay or a snapshot needs NATS or Postgres. End the response properly
+            # (not a torn connection): EventSource comes back after `retry:` ms with
+            # Last-Event-ID and resumes exactly where this stream stopped.
+            dependency = unavailable_dependency(exc)
+            if dependency is None:
+                raise
+            logger.warning("stream_ended_dependency_unavailable", dependency=dependency,
+                           error=type(exc).__name__)
+            yield b": %s unavailable, reconnect\n\n" % dependency.encode()
 
     return Stream(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -147,6 +161,14 @@ async def session_ws(socket: WebSocket[Any, Any, Any], session_id: FromPath[str]
                                                  "snapshot": item.snapshot}})
     except WebSocketDisconnect:
         pass
+    except Exception as exc:
+        dependency = unavailable_dependency(exc)
+        if dependency is None:
+            raise
+        logger.warning("stream_ended_dependency_unavailable", dependency=dependency,
+                       error=type(exc).__name__)
+        with contextlib.suppress(Exception):  # 1013: try again later; resume with after_seq
+            await socket.close(code=1013, reason=f"{dependency} unavailable")
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(Exception):
