@@ -21,7 +21,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from runstream.bus.bus import Bus
-from runstream.bus.errors import Reject, Retry
+from runstream.bus.errors import Reject, Retry, nats_unavailable
 from runstream.contracts import AnyEvent, DecodeError, decode
 from runstream.telemetry import EVENTS_CONSUMED, HANDLE_SECONDS, consume_span
 
@@ -120,17 +120,22 @@ class _Runner:
             msgs = list(await psub.fetch(1, timeout=self.spec.fetch_timeout_s))
         except (TimeoutError, nats.errors.TimeoutError):
             return []
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+        except Exception as exc:
+            if not nats_unavailable(exc):
+                raise
+            # NATS restarting or JetStream answering 503 / no responders while a server
+            # starts: wait a little and pull again, rather than end the consumer.
             await asyncio.sleep(0.2)
             return []
         if batch > 1:
-            with contextlib.suppress(
-                TimeoutError,
-                nats.errors.TimeoutError,
-                nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError,
-            ):
+            try:
                 msgs += await psub.fetch(batch - 1, timeout=TOP_UP_S)
+            except (TimeoutError, nats.errors.TimeoutError):
+                pass
+            except Exception as exc:
+                if not nats_unavailable(exc):
+                    raise
+                # keep the one already received: it is ours until acked
         return msgs
 
 
