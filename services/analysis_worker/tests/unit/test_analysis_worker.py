@@ -62,7 +62,10 @@ class ScriptedPlanner:
 
 
 PLAN = Plan(
-    sql="SELECT region, avg(revenue) FROM data GROUP BY 1", explanation="avg", planner="scripted"
+    sql="SELECT region, avg(revenue) FROM data GROUP BY 1",
+    interpretation="Average of revenue for each region.",
+    explanation="Average of revenue for each region. (revenue is averaged)",
+    planner="scripted",
 )
 
 
