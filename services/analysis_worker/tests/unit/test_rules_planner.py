@@ -444,3 +444,34 @@ def test_a_share_with_a_condition_and_a_grouping_is_ambiguous_and_refused() -> N
         "Number of employees for each city, where remote is true, as a share of the total, "
         "largest first."
     )
+
+
+@pytest.mark.parametrize(
+    ("question", "words"),
+    [
+        ("total revenue for the North in the South", "'North' and 'South'"),
+        ("revenue in 2023 for North, in 2024 for South", "'2023' and '2024'"),
+        ("orders in March in Q2 2024", "'March' and 'Q2 2024'"),
+    ],
+)
+def test_conditions_that_can_never_hold_together_are_refused_not_answered_with_nothing(
+    columns: list[Column], question: str, words: str
+) -> None:
+    assert words in _refusal(question, columns, values={"region": REGIONS})
+
+
+async def test_periods_joined_by_and_or_or_mean_either_period(
+    con: Any, columns: list[Column]
+) -> None:
+    got = await _ask(con, columns, "how many orders in March and April 2023")
+    assert got == [(sum(1 for r in ROWS if (r["order_date"].year, r["order_date"].month)
+                        in ((2023, 3), (2023, 4))),)]  # fmt: skip
+
+
+def test_a_total_per_row_reads_two_ways_and_is_refused(columns: list[Column]) -> None:
+    assert "reads two ways" in _refusal("total revenue per order", columns)
+    assert _plan("revenue per order", columns).interpretation == "Average of revenue."
+
+
+def test_an_hour_of_a_date_without_time_is_refused(columns: list[Column]) -> None:
+    assert "holds days only" in _refusal("orders per hour", columns)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from runstream.analysis_worker.planner.dates import (
     MONTHS,
+    bare_part,
+    in_year,
     is_year,
     month_of_year,
     period_at,
@@ -21,6 +23,7 @@ from runstream.analysis_worker.planner.lexicon import ColumnRef, Tok, Unreadable
 from runstream.analysis_worker.planner.reader import Reader
 from runstream.analysis_worker.planner.spec import (
     Filter,
+    Period,
     PeriodFilter,
     ValueFilter,
 )
@@ -237,7 +240,7 @@ class FilterReader(Reader):
             back = k - 1 - (1 if k > 1 and live[k - 1].is_word("the") else 0)
             prep = live[back] if back >= 0 and live[back].kind == "word" else None
             op = _DATE_PREPS.get(prep.norm) if prep is not None else None
-            found = period_at(live, k, bare_month=op is not None)
+            found = self._shared_year(live, k) or period_at(live, k, bare_month=op is not None)
             if found is None:
                 k += 1
                 continue
@@ -260,8 +263,33 @@ class FilterReader(Reader):
                 continue
             if prep is not None and prep.norm == "between":
                 raise Unreadable(f"'between {period.label}' needs an end: 'between X and Y'")
-            self.filters.append(PeriodFilter(period, op or "in", pos=start.pos))
+            also: list[Period] = []
+            while ((op or "in") == "in" and self.words_at(live, after, "and")) or self.words_at(
+                live, after, "or"
+            ):
+                more = period_at(live, after + 1, bare_month=True)
+                if more is None or more[0].grain != period.grain:
+                    break
+                also.append(more[0])  # "in 2023 and 2024": either year
+                taken += live[after : after + 1 + more[1]]
+                after += 1 + more[1]
+            self.filters.append(
+                PeriodFilter(period, op or "in", pos=start.pos, also=tuple(also))
+            )
             self.use("filter", *taken)
+
+    def _shared_year(self, live: list[Tok], k: int) -> tuple[Period, int] | None:
+        """'March or April 2024', 'Q1 and Q2 2024': the first period takes the year of the
+        next one."""
+        part = bare_part(live[k])
+        if part is None or not (self.words_at(live, k + 1, "or") or self.words_at(
+            live, k + 1, "and"
+        )):  # fmt: skip
+            return None
+        nxt = period_at(live, k + 2)
+        if nxt is None or nxt[0].grain != part[0]:
+            return None
+        return in_year(part[0], part[1], nxt[0].start.year), 1
 
     # --- values named on their own: "in the West", "for Widget or Gizmo" ---------------
     def values(self) -> None:

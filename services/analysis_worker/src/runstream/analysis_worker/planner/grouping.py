@@ -194,8 +194,8 @@ class GroupReader(FilterReader):
         if n <= 0:
             raise Unreadable("the number of results to keep must be positive")
         rank.desc, rank.limit, rank.word = desc, n, word.raw
-        if by != "measure" or rank.target == "dim":
-            rank.by = by if by != "measure" else rank.by
+        if by != "measure":
+            rank.by = by
         self.rank = rank
         taken += [x for x in live[i : i + span] if x.kind != "entity"]
         self.use("rank", *taken)
@@ -276,11 +276,10 @@ class GroupReader(FilterReader):
                 k += 1
             if k < len(live) and live[k].kind == "word" and live[k].norm in AGG_WORDS:
                 k += 1
-            if k < len(live) and live[k].kind == "col" and live[k].col is not None and (
-                live[k].col.is_measure  # type: ignore[union-attr]
-            ):
+            col = live[k].col if k < len(live) and live[k].kind == "col" else None
+            if col is not None and col.is_measure:
                 if k + 1 < len(live) and live[k + 1].kind == "entity":
-                    found, start = (Rank(True, 1, "rows", ""), 0), k + 1
+                    found, start = (Rank(True, 1, "rows", ""), 0), k + 1  # "highest paid employee"
             elif k < len(live):
                 found, start = self._target(live, k), k
         if found is None:

@@ -83,8 +83,13 @@ def value_phrase(f: ValueFilter) -> str:
     return f"{name} {_NUM_OPS[f.op]} {_number(f.values[0])}"
 
 
+def _labels(f: PeriodFilter) -> str:
+    labels = [p.label for p in (f.period, *f.also)]
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
+
+
 def period_phrase(f: PeriodFilter, single_date_col: bool) -> str:
-    label = f.period.label
+    label = _labels(f)
     text = {
         "in": f"{label} only",
         "since": f"from {label} on",
@@ -103,7 +108,7 @@ def period_phrase(f: PeriodFilter, single_date_col: bool) -> str:
 def period_condition(f: PeriodFilter) -> str:
     """A period as a condition on its column: 'order_date is in 2024'."""
     assert f.col is not None
-    label = f.period.label + (" (any year)" if f.period.grain == "month_of_year" else "")
+    label = _labels(f) + (" (any year)" if f.period.grain == "month_of_year" else "")
     return f"{f.col.name} is " + {
         "in": f"in {label}",
         "since": f"from {label} on",

@@ -224,6 +224,11 @@ class MeasureReader(GroupReader):
         col = x.col
         if col.is_id:
             raise Unreadable(f"{col.name} is an identifier, so it has no {t.raw}")
+        if self.per_row and agg == "sum":
+            raise Unreadable(
+                f"'{t.raw} {x.raw} per …' reads two ways: ask for 'average {col.label} per …' "
+                f"(one value per row, averaged) or 'total {col.label}'"
+            )
         if agg in ("min", "max"):
             if not (col.is_measure or col.kind == "date"):
                 raise Unreadable(f"{col.name} is not a number or a date, so it has no {t.raw}")
@@ -240,11 +245,10 @@ class MeasureReader(GroupReader):
                 self.noun = self.noun or t
                 self._entity_date(t)
                 self.use("entity", t)
-        for t in self.toks:
+        for t in self.toks:  # entities read by other passes ("hires per year") stamp dates too
             if t.kind == "entity":
                 self._entity_date(t)
-        if self.noun is None:
-            self.noun = next((t for t in self.toks if t.kind == "entity"), None)
+                self.noun = self.noun or t
 
     def _entity_date(self, t: Tok) -> None:
         col = self.schema.entities.get(t.norm)
@@ -279,12 +283,10 @@ class MeasureReader(GroupReader):
             self.distinct, self.order = True, self.order or Order("label", desc=False)
             self.use("dimension", cols[0])
             return
-        if any(t.pos in self.used and t.kind == "word" and t.norm in _REQUEST for t in self.toks):
-            self.rows = True
-        elif any(t.kind == "word" and t.norm in _REQUEST for t in live) and (
+        if any(t.kind == "word" and t.norm in _REQUEST for t in live) and (
             self.filters or self.noun is not None
         ):
-            self.rows = True
+            self.rows = True  # "show orders in the North in December 2024"
 
 
 def is_ordinal(t: Tok) -> int | None:

@@ -15,6 +15,7 @@ answering a simpler question.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date, timedelta
 
 from runstream.analysis_worker.planner.lexicon import ColumnRef, Unreadable
 from runstream.analysis_worker.planner.measures import MeasureReader
@@ -85,6 +86,7 @@ class Parser(MeasureReader):
         )
         spec.dims = [self._dimension(d) for d in sorted(self.dims, key=lambda d: d.pos)]
         spec.filters = [self._resolve(f) for f in sorted(self.filters, key=lambda f: f.pos)]
+        _refuse_contradictions(spec.filters)
         spec.measures = list(self.measures)
         if self.comparison is not None:
             col = self._date_col(self.comparison.first.label, years=True)
@@ -248,6 +250,8 @@ class Parser(MeasureReader):
             return Dimension(d.col, d.grain)
         assert d.grain is not None
         col = self._date_col(d.grain, years=d.grain == "year")
+        if d.grain == "hour":
+            _needs_time(col, "hour")
         if col.kind != "date":
             return Dimension(col, "year")
         return Dimension(col, d.grain)
@@ -260,6 +264,8 @@ class Parser(MeasureReader):
                              f"ask for '{f.period.label}' alone")  # fmt: skip
         years = f.period.grain == "year" and (f.to is None or f.to.grain == "year")
         col = self._date_col(f.period.label, years=years)
+        if f.period.grain == "hour_of_day":
+            _needs_time(col, f.period.label)
         if col.kind != "date" and not years:
             raise Unreadable(f"{col.name} holds years, so '{f.period.label}' cannot be applied")
         return replace(f, col=col)
@@ -282,6 +288,57 @@ class Parser(MeasureReader):
         if years and self.schema.year_col is not None:
             return self.schema.year_col
         raise Unreadable(f"'{why}' needs a date column, and the table has none")
+
+
+def _refuse_contradictions(filters: list[ValueFilter | PeriodFilter]) -> None:
+    """Conditions on one column that can never hold together ('for the North in the
+    South', 'in March and in April 2024') are refused rather than answered with nothing."""
+    by_col: dict[str, list[ValueFilter | PeriodFilter]] = {}
+    for f in filters:
+        assert f.col is not None
+        by_col.setdefault(f.col.name, []).append(f)
+    for name, fs in by_col.items():
+        equal = [f for f in fs if isinstance(f, ValueFilter) and f.op in ("=", "in")
+                 and f.col.kind in ("text", "bool")]  # fmt: skip
+        if len(equal) > 1 and not set.intersection(
+            *({str(v).lower() for v in f.values} for f in equal)
+        ):
+            a, b = (" or ".join(str(v) for v in f.values) for f in equal[:2])
+            raise Unreadable(f"'{a}' and '{b}' cannot both hold for {name}; ask for one of "
+                             f"them, or for '{a} or {b}'")  # fmt: skip
+        periods = [f for f in fs if isinstance(f, PeriodFilter) and f.op == "in"]
+        if len(periods) > 1 and not _periods_meet(periods):
+            labels = [" or ".join(p.label for p in (f.period, *f.also)) for f in periods]
+            raise Unreadable(f"'{labels[0]}' and '{labels[1]}' have no day in common, so "
+                             "nothing could match; ask for one of them")  # fmt: skip
+
+
+def _periods_meet(filters: list[PeriodFilter]) -> bool:
+    """Whether some day falls in every period named ('March' and '2024' do; '2023' and
+    '2024' do not)."""
+    once = [p for f in filters for p in (f.period, *f.also) if p.grain not in RECURRING]
+    start = min((p.start for p in once), default=date(2000, 1, 1))
+    end = max((p.end for p in once), default=date(2002, 1, 1))
+
+    def holds(f: PeriodFilter, day: date) -> bool:
+        return any(
+            p.start <= day < p.end if p.grain not in RECURRING
+            else (day.month if p.grain == "month_of_year" else day.isoweekday()) in p.parts
+            if p.grain != "hour_of_day" else True
+            for p in (f.period, *f.also)
+        )  # fmt: skip
+
+    day = start
+    while day < end:
+        if all(holds(f, day) for f in filters):
+            return True
+        day += timedelta(days=1)
+    return False
+
+
+def _needs_time(col: ColumnRef, said: str) -> None:
+    if col.kind != "date" or not col.type.upper().startswith(("TIMESTAMP", "DATETIME")):
+        raise Unreadable(f"'{said}' needs a time of day, and {col.name} holds days only")
 
 
 def dim_word(d: Dimension) -> str:

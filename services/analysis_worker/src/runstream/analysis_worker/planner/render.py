@@ -101,6 +101,9 @@ def period_sql(col: ColumnRef, p: Period, op: str = "in", to: Period | None = No
 def filter_sql(f: Filter) -> str:
     if isinstance(f, PeriodFilter):
         assert f.col is not None
+        if f.also:
+            col = f.col
+            return " OR ".join(f"({period_sql(col, p)})" for p in (f.period, *f.also))
         return period_sql(f.col, f.period, f.op, f.to)
     c = quote_ident(f.col.name)
     if f.col.kind == "bool":

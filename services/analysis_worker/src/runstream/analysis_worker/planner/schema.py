@@ -75,9 +75,6 @@ class Schema:
         found = [c for c in self.measures if set(c.words) & set(PRIMARY_WORDS)]
         return found[0] if len(found) == 1 else None
 
-    def column(self, name: str) -> ColumnRef | None:
-        return next((c for c in self.cols if c.name == name), None)
-
     def _entities(self) -> dict[str, ColumnRef | None]:
         names = {c.joined for c in self.cols}
         out: dict[str, ColumnRef | None] = {}

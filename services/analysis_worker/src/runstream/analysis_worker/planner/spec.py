@@ -23,9 +23,6 @@ PeriodGrain = Literal[
 ]
 # Periods that recur (every March, every Monday, every 8 AM) rather than happen once.
 RECURRING: tuple[PeriodGrain, ...] = ("month_of_year", "isodow", "hour_of_day")
-TIME_GRAINS: tuple[Grain, ...] = (
-    "day", "week", "month", "quarter", "year", "weekday", "hour", "month_of_year"
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,7 @@ class PeriodFilter:
     col: ColumnRef | None = None
     to: Period | None = None  # between: the last period, inclusive
     pos: int = 0
+    also: tuple[Period, ...] = ()  # in: more periods, any of which matches ("2023 or 2024")
 
 
 Filter = ValueFilter | PeriodFilter

@@ -67,8 +67,6 @@ GRAIN_ADJECTIVES = frozenset({"daily", "weekly", "monthly", "quarterly", "yearly
                               "annually", "hourly"})  # fmt: skip
 TREND_WORDS = frozenset({"trend", "timeline", "evolution"})
 
-GROUP_INTROS = frozenset({"by", "per", "each", "every", "across"})
-WHERE_INTROS = frozenset({"where", "with", "whose", "having", "when", "if", "for"})
 
 CHANGE_WORDS = frozenset({
     "change", "changed", "growth", "grow", "grew", "increase", "increased", "rise", "rose",
