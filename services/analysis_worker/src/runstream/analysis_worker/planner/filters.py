@@ -84,6 +84,8 @@ class FilterReader(Reader):
                 end = self._number_first(live, k, *op)
             elif t.is_word("with") and nxt is not None and nxt.kind == "number":
                 end = self._number_first(live, k, "=", 1)
+            elif t.is_word("older", "younger") and self.words_at(live, k + 1, "than"):
+                end = self._age(live, k)
             if end is None:
                 k += 1
                 continue
@@ -232,6 +234,16 @@ class FilterReader(Reader):
         self.filters.append(ValueFilter(col, op, (float(live[n].norm),), live[k].pos))
         self.use("filter", *live[k : n + 2])
         return n + 2
+
+    def _age(self, live: list[Tok], k: int) -> int | None:
+        """'older than 50', 'younger than 30': a condition on the age column, if any."""
+        age = next((c for c in self.schema.cols if c.words == ("age",) and c.is_measure), None)
+        if age is None or not _num(live, k + 2):
+            return None
+        op: ValueOp = ">" if live[k].norm == "older" else "<"
+        self.filters.append(ValueFilter(age, op, (float(live[k + 2].norm),), live[k].pos))
+        self.use("filter", *live[k : k + 3])
+        return k + 3
 
     # --- dates named on their own: "in 2024", "since March 2024", "Q1 2023" ------------
     def periods(self) -> None:
