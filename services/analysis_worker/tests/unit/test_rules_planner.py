@@ -385,7 +385,7 @@ def test_refusal_examples_come_from_real_columns_and_never_use_an_identifier() -
     message = _refusal("what is the meaning of life", PEOPLE)
     examples = _examples(message)
     assert len(examples) == 3
-    assert not any("id" in e.split() or "employee" in e for e in examples)
+    assert not any("id" in e.split() or "employee" in e or "name" in e for e in examples)
     for example in examples:
         _plan(example, PEOPLE)
 

@@ -106,8 +106,13 @@ def plural(label: str) -> str:
     return label + ("es" if label.endswith(("s", "x", "ch", "sh")) else "s")
 
 
+# Text columns that label single rows, which make poor groupings ("total salary by name").
+_LABELS = frozenset({"name", "email", "description", "comment", "note", "address", "title",
+                     "url", "phone"})  # fmt: skip
+
+
 def _category(schema: Schema) -> ColumnRef | None:
-    """A text column to group by: one whose values were profiled, else any non-id text."""
+    """A text column to group by: profiled values first, row labels last, never an id."""
     texts = [c for c in schema.cols if c.kind == "text" and not c.is_id]
-    listed = [c for c in texts if schema.values.get(c.name)]
-    return next(iter(listed or texts), None)
+    texts.sort(key=lambda c: (not schema.values.get(c.name), bool(set(c.words) & _LABELS)))
+    return next(iter(texts), None)
