@@ -80,6 +80,9 @@ async def test_a_question_is_answered_step_by_step_with_a_correct_result_and_a_c
         assert message["charts"] and message["charts"][0]["kind"] == "bar"
         assert message["charts"][0]["svg"].lstrip().startswith("<svg")
         assert "SELECT" in message["script"]["sql"].upper()
+        sentence = "Average of revenue for each region, largest first."
+        assert message["script"]["interpretation"] == sentence
+        assert result["interpretation"] == sentence, "a result says what was computed"
 
         csv_text = (await c.get(f"/api/messages/{mid}/result.csv")).text
         parsed = list(csv.reader(io.StringIO(csv_text)))

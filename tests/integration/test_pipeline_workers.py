@@ -159,7 +159,8 @@ class FixedPlanner:
         self.sql = sql
 
     async def plan(self, ctx: PlanningContext) -> Plan:
-        return Plan(sql=self.sql, explanation="a deliberately slow query", planner=self.name)
+        return Plan(sql=self.sql, interpretation="A deliberately slow query.",
+                    explanation="a deliberately slow query", planner=self.name)
 
 
 def alive(pid: int) -> bool:

@@ -14,7 +14,7 @@ from runstream.analysis_worker.planner import (
 )
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.analysis_worker.worker import AnalysisWorker
-from runstream.bus import Bus, Delivery, Retry, SessionAggregate
+from runstream.bus import Bus, Delivery, Retry, SessionAggregate, put_dataset
 from runstream.bus.consumer import MaxDeliveries
 from runstream.bus.steps import on_max_deliveries, read_subject
 from runstream.contracts import (
@@ -62,11 +62,14 @@ class ScriptedPlanner:
 
 
 PLAN = Plan(
-    sql="SELECT region, avg(revenue) FROM data GROUP BY 1", explanation="avg", planner="scripted"
+    sql="SELECT region, avg(revenue) FROM data GROUP BY 1",
+    interpretation="Average of revenue for each region.",
+    explanation="Average of revenue for each region. (revenue is averaged)",
+    planner="scripted",
 )
 
 
-async def session(bus: Bus, *, dataset: bool = True) -> str:
+async def session(bus: Bus, *, dataset: bool = True, object_name: str = "obj") -> str:
     sid = new_id()
     sessions = SessionAggregate(bus)
     await sessions.create(sid, owner="o")
@@ -76,7 +79,7 @@ async def session(bus: Bus, *, dataset: bool = True) -> str:
             dataset_id="d1",
             name="sales.csv",
             fmt="csv",
-            object_name="obj",
+            object_name=object_name,
             size_bytes=9,
             row_count=3,
             columns=COLUMNS,
@@ -128,6 +131,36 @@ async def test_a_question_goes_through_context_plan_and_script(bus: Bus):
     assert planner.seen[0].columns == COLUMNS and planner.seen[0].sample_rows == [["North", 1.0]]
     logs = [e.text for e in events if isinstance(e, LogAppended)]
     assert "Step 2/5: planning the query…" in logs
+
+
+async def test_the_interpretation_goes_into_the_script_and_the_plan_log(bus: Bus):
+    sid = await session(bus)
+    worker = AnalysisWorker(bus, settings(bus), ScriptedPlanner(PLAN))
+    await worker.handle(await requested(bus, sid))
+    events = await events_of(bus, sid)
+    [script] = [e for e in events if isinstance(e, ScriptGenerated)]
+    assert script.interpretation == "Average of revenue for each region."
+    logs = [e.text for e in events if isinstance(e, LogAppended) and e.step == "plan"]
+    assert "Plan (scripted): Average of revenue for each region. (revenue is averaged)" in logs
+
+
+async def test_the_planner_sees_the_dataset_name_and_its_category_values(bus: Bus):
+    name = f"obj-{new_id()}"
+    await put_dataset(bus, name, b"region,revenue\nWest,1.0\nEast,2.0\nWest,3.5\n")
+    sid = await session(bus, object_name=name)
+    planner = ScriptedPlanner(PLAN)
+    await AnalysisWorker(bus, settings(bus), planner).handle(await requested(bus, sid))
+    seen = planner.seen[0]
+    assert seen.dataset_name == "sales.csv"
+    assert seen.values == {"region": ["West", "East"]}, "most frequent first"
+
+
+async def test_a_dataset_that_cannot_be_read_only_loses_the_value_profile(bus: Bus):
+    sid = await session(bus, object_name="missing-object")
+    planner = ScriptedPlanner(PLAN)
+    await AnalysisWorker(bus, settings(bus), planner).handle(await requested(bus, sid))
+    assert planner.seen[0].values == {}
+    assert any(isinstance(e, ScriptGenerated) for e in await events_of(bus, sid))
 
 
 async def test_earlier_answers_of_the_session_are_handed_to_the_planner(bus: Bus):

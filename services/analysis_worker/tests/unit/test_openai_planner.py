@@ -29,6 +29,7 @@ CTX = PlanningContext(
     question="total revenue by region",
     columns=[Column(name="region", type="VARCHAR"), Column(name="revenue", type="DOUBLE")],
     sample_rows=[["North", 10.5], ["South", 3.0]],
+    values={"region": ["North", "South", "East", "West"]},
     history=[("how many rows", "There are 2 rows.")],
 )
 
@@ -54,7 +55,7 @@ class ChatServer:
         self.url = ""
 
     async def _default(self, request: dict[str, Any]) -> Reply:
-        return completion('{"sql": "SELECT 1", "explanation": "one"}')
+        return completion('{"sql": "SELECT 1", "interpretation": "The number one."}')
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -114,18 +115,58 @@ def _planner(url: str, timeout_s: float = 5.0) -> Any:
     )  # fmt: skip
 
 
-async def test_a_json_answer_becomes_a_plan(server: ChatServer) -> None:
-    async def answer(request: dict[str, Any]) -> Reply:
-        return completion(
-            json.dumps(
-                {"sql": 'SELECT "region" FROM "data";', "explanation": "Regions.", "chart": "bar"}
-            )
-        )
+def answering(**answer: Any) -> Handler:
+    async def handler(request: dict[str, Any]) -> Reply:
+        return completion(json.dumps(answer))
 
-    server.handler = answer
+    return handler
+
+
+async def test_a_json_answer_becomes_a_plan_with_its_interpretation(server: ChatServer) -> None:
+    server.handler = answering(
+        sql='SELECT "region", sum("revenue") AS total FROM "data" GROUP BY 1 ORDER BY 2 DESC;',
+        interpretation="Sum of revenue for each region, largest first.",
+        chart="bar",
+    )
     plan = await _planner(server.url).plan(CTX)
-    assert plan.sql == 'SELECT "region" FROM "data"'
-    assert (plan.explanation, plan.planner, plan.chart_hint) == ("Regions.", "openai", "bar")
+    assert plan.sql.endswith("ORDER BY 2 DESC")
+    assert plan.interpretation == "Sum of revenue for each region, largest first."
+    assert (plan.planner, plan.chart_hint) == ("openai", "bar")
+
+
+async def test_an_older_answer_with_only_an_explanation_uses_it_as_the_interpretation(
+    server: ChatServer,
+) -> None:
+    server.handler = answering(sql='SELECT "region" FROM "data"', explanation="Regions.")
+    plan = await _planner(server.url).plan(CTX)
+    assert (plan.interpretation, plan.explanation) == ("Regions.", "Regions.")
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ('SELECT "colour", sum("revenue") FROM "data" GROUP BY 1', "colour"),
+        ('SELECT * FROM "orders"', "orders"),
+        ('SELECT "region" FROM "data"; DROP TABLE "data"', "one statement"),
+        ('DELETE FROM "data"', "read-only SELECT"),
+        ("COPY data TO '/tmp/leak.csv'", "read-only SELECT"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "/etc/passwd"),
+        ("SELEKT region FROM data", "does not parse"),
+    ],
+)
+async def test_sql_that_does_not_fit_the_table_is_refused_as_an_invalid_plan(
+    server: ChatServer, sql: str, why: str
+) -> None:
+    server.handler = answering(sql=sql, interpretation="Looks plausible.")
+    with pytest.raises(PlannerResponseInvalid) as info:
+        await _planner(server.url).plan(CTX)
+    assert why in str(info.value) and not info.value.retryable
+
+
+async def test_a_plan_that_does_not_say_what_it_computes_is_refused(server: ChatServer) -> None:
+    server.handler = answering(sql='SELECT "region" FROM "data"')
+    with pytest.raises(PlannerResponseInvalid, match="interpretation"):
+        await _planner(server.url).plan(CTX)
 
 
 async def test_the_request_speaks_chat_completions_with_schema_samples_and_history(
@@ -139,17 +180,21 @@ async def test_the_request_speaks_chat_completions_with_schema_samples_and_histo
     assert body["model"] == "fake-model"
     assert body["response_format"] == {"type": "json_object"}
     system, user = body["messages"]
-    assert system["role"] == "system" and "JSON" in system["content"]
+    assert system["role"] == "system" and '"interpretation"' in system["content"]
+    assert "never answer a simpler question" in system["content"]
     content = user["content"]
     assert '"region" VARCHAR' in content and '"revenue" DOUBLE' in content
     assert '["North", 10.5]' in content
+    assert '- "region": "North", "South", "East", "West"' in content
     assert "how many rows" in content and "There are 2 rows." in content
     assert content.endswith("Question: total revenue by region")
 
 
 async def test_a_fenced_json_answer_is_accepted(server: ChatServer) -> None:
     async def answer(request: dict[str, Any]) -> Reply:
-        return completion('Here you go:\n```json\n{"sql": "SELECT 2", "explanation": "two"}\n```')
+        return completion(
+            'Here you go:\n```json\n{"sql": "SELECT 2", "interpretation": "Two."}\n```'
+        )
 
     server.handler = answer
     assert (await _planner(server.url).plan(CTX)).sql == "SELECT 2"
@@ -222,14 +267,18 @@ async def test_garbage_answers_are_invalid_responses(server: ChatServer, reply: 
     assert not info.value.retryable
 
 
-async def test_a_model_that_declines_makes_the_question_unanswerable(server: ChatServer) -> None:
-    async def decline(request: dict[str, Any]) -> Reply:
-        return completion('{"sql": null, "explanation": "there is no weather column"}')
-
-    server.handler = decline
+async def test_a_model_that_declines_refuses_with_the_columns_and_three_examples(
+    server: ChatServer,
+) -> None:
+    server.handler = answering(sql=None, explanation="there is no weather column")
     with pytest.raises(UnanswerableQuestion) as info:
         await _planner(server.url).plan(CTX)
-    assert "no weather column" in str(info.value) and "region, revenue" in str(info.value)
+    message = str(info.value)
+    assert "no weather column" in message
+    assert "region (text), revenue (number)" in message
+    examples = message.split("work on this table: ")[1].rstrip(".").split("; ")
+    assert examples == ["'total revenue by region'", "'top 5 regions by revenue'",
+                        "'number of rows by region'"]  # fmt: skip
 
 
 def test_an_unknown_planner_kind_is_refused() -> None:

@@ -266,7 +266,14 @@ async def test_script_and_result_are_stored_on_the_assistant_message(
     await fold(
         script.created(),
         req,
-        script.msg(ScriptGenerated, mid, sql="SELECT 1", explanation="one", planner="rules"),
+        script.msg(
+            ScriptGenerated,
+            mid,
+            sql="SELECT 1",
+            explanation="one (a guess)",
+            interpretation="The number one.",
+            planner="rules",
+        ),
         script.msg(ExecutionStarted, mid),
         script.msg(
             ExecutionCompleted,
@@ -282,7 +289,8 @@ async def test_script_and_result_are_stored_on_the_assistant_message(
     )
     assert row["script"] == {
         "sql": "SELECT 1",
-        "explanation": "one",
+        "explanation": "one (a guess)",
+        "interpretation": "The number one.",
         "planner": "rules",
         "dataset": None,
     }
@@ -293,6 +301,7 @@ async def test_script_and_result_are_stored_on_the_assistant_message(
         "truncated": False,
         "markdown": "| x |\n|---|\n| 1 |",
         "duration_ms": 0,
+        "interpretation": "The number one.",
     }
     assert row["status"] == "pending"
 

@@ -78,6 +78,8 @@ class ScriptGenerated(MessageEvent, frozen=True, kw_only=True, tag="script_gener
     planner: str
     dataset: DatasetRef | None = None
     question: str = ""
+    # One plain sentence of what the SQL computes, shown above the result.
+    interpretation: str = ""
 
 
 class ExecutionStarted(MessageEvent, frozen=True, kw_only=True, tag="execution_started"):

@@ -2,13 +2,16 @@
 
 It consumes the session subjects (`<prefix>.*.session`) and acks every other session
 event at once. Each step is reported through `StepReporter` with deterministic ids, and
-a redelivery skips the steps that already completed.
+a redelivery skips the steps that already completed. The context step also reads the
+values of the dataset's category columns (once per dataset and process), so a question
+can name them ("revenue in the West").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 
 import msgspec
 import structlog
@@ -20,6 +23,7 @@ from runstream.analysis_worker.planner import (
     PlanningContext,
     build_planner,
 )
+from runstream.analysis_worker.planner.profile import profile_dataset
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.bus import (
     Bus,
@@ -28,6 +32,7 @@ from runstream.bus import (
     MessageConsumer,
     Retry,
     ensure_consumer,
+    get_dataset,
     watch_max_deliveries,
 )
 from runstream.bus.steps import (
@@ -56,6 +61,7 @@ logger = structlog.get_logger()
 
 WORKER = "analysis-worker"
 MAX_HISTORY = 10  # earlier (question, answer) pairs handed to the planner
+PROFILES_KEPT = 32  # datasets whose column values stay cached in one process
 
 
 class ContextError(Exception):
@@ -105,6 +111,7 @@ def build_context(history: list[SessionEvent], request: AnalysisRequested) -> An
         question=request.question,
         columns=list(chosen.columns),
         table_name=chosen.table_name,
+        dataset_name=chosen.name,
         sample_rows=list(chosen.sample_rows),
         history=qa[-MAX_HISTORY:],
     )
@@ -131,6 +138,8 @@ class AnalysisWorker:
             openai_api_key=settings.openai_api_key,
             timeout_s=settings.planner_timeout_s,
         )
+        # Datasets are immutable under their object name, so their profile never goes stale.
+        self._profiles: OrderedDict[str, dict[str, list[str]]] = OrderedDict()
 
     def spec(self) -> ConsumerSpec:
         return consumer_spec(self.settings, self.bus.subjects.all_sessions)
@@ -177,6 +186,10 @@ class AnalysisWorker:
         except ContextError as exc:
             await self._fail(guard, steps, "context", exc.code, exc.detail)
             return
+        values = await self._values(ctx)
+        ctx = msgspec.structs.replace(
+            ctx, planning=msgspec.structs.replace(ctx.planning, values=values)
+        )
         if done < 1:
             earlier = len(ctx.planning.history)
             await steps.completed(
@@ -195,7 +208,7 @@ class AnalysisWorker:
         if plan is None:
             return
         if done < 2:
-            await steps.completed("plan", text=f"Plan ({plan.planner}): {plan.explanation}")
+            await steps.completed("plan", text=plan_log(plan))
 
         # 3. script ----------------------------------------------------------------------
         await guard.check("script")
@@ -217,8 +230,29 @@ class AnalysisWorker:
                 planner=plan.planner,
                 dataset=ctx.dataset,
                 question=request.question,
+                interpretation=plan.interpretation,
             )
         )
+
+    async def _values(self, ctx: AnalysisContext) -> dict[str, list[str]]:
+        """The dataset's category values; none (the planner then reads the sample rows)
+        when the dataset cannot be read here — the execution step will say why."""
+        key = ctx.dataset.object_name
+        if key in self._profiles:
+            self._profiles.move_to_end(key)
+            return self._profiles[key]
+        try:
+            data = await get_dataset(self.bus, key)
+            values = await asyncio.to_thread(
+                profile_dataset, data, ctx.dataset.format, ctx.planning.columns
+            )
+        except Exception as exc:  # any failure only loses the profile
+            logger.warning("analysis.profile_unavailable", object_name=key, error=repr(exc))
+            return {}
+        self._profiles[key] = values
+        while len(self._profiles) > PROFILES_KEPT:
+            self._profiles.popitem(last=False)
+        return values
 
     async def _plan(
         self,
@@ -259,6 +293,15 @@ class AnalysisWorker:
     ) -> None:
         await steps.failed(step, detail, code=code)
         await guard.settle("failed", error=ErrorInfo(code=code, message=detail, step=step))
+
+
+def plan_log(plan: Plan) -> str:
+    """The plan step's log line: the interpretation, then any assumption made reading it."""
+    text = f"Plan ({plan.planner}): {plan.interpretation}"
+    extra = plan.explanation.removeprefix(plan.interpretation).strip()
+    if extra:
+        text += f" {extra}" if extra.startswith("(") else f" ({extra})"
+    return text
 
 
 async def run_worker(

@@ -255,6 +255,7 @@ async def fold_event(
             script = {
                 "sql": event.sql,
                 "explanation": event.explanation,
+                "interpretation": event.interpretation,
                 "planner": event.planner,
                 "dataset": _builtins(event.dataset),
             }
@@ -272,9 +273,14 @@ async def fold_event(
                 "markdown": event.markdown,
                 "duration_ms": event.duration_ms,
             }
+            # The result says what it is: the plan's interpretation, when the script had one.
             await conn.execute(
                 f"""
-                UPDATE messages SET result = $2, error = NULL
+                UPDATE messages
+                SET result = $2::jsonb || jsonb_strip_nulls(
+                        jsonb_build_object('interpretation', nullif(script->>'interpretation', ''))
+                    ),
+                    error = NULL
                 WHERE message_id = $1 AND {_NOT_TERMINAL}
                 """,
                 event.message_id,

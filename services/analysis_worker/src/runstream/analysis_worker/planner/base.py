@@ -11,6 +11,9 @@ from runstream.contracts import Column
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
     sql: str
+    # One plain sentence of what the SQL computes, shown above the result.
+    interpretation: str
+    # How the question was read: the interpretation plus any assumption made on the way.
     explanation: str
     planner: str
     chart_hint: str | None = None  # "bar" | "line" | "scatter" | None
@@ -20,7 +23,11 @@ class PlanningContext(msgspec.Struct, frozen=True, kw_only=True):
     question: str
     columns: list[Column]
     table_name: str = "data"
+    dataset_name: str = ""  # "employees.csv": names what one row is
     sample_rows: list[list[Any]] = msgspec.field(default_factory=list)
+    # Text column -> its distinct values (low-cardinality columns only), so "in Poland"
+    # can be read as a filter on the column that holds "Poland".
+    values: dict[str, list[str]] = msgspec.field(default_factory=dict)
     # Earlier (question, answer summary) pairs of the session, oldest first.
     history: list[tuple[str, str]] = msgspec.field(default_factory=list)
 

@@ -1,9 +1,12 @@
 """A planner for any OpenAI-compatible chat-completions endpoint.
 
-The model sees the table's schema, a few sample rows and the session's earlier
-questions, and must answer with one JSON object {"sql": ..., "explanation": ...}
-(or {"sql": null, "explanation": why} when the table cannot answer). Transport
-trouble, 429 and 5xx are transient; anything else that goes wrong is permanent.
+The model sees the table's schema, the values of its category columns, a few sample rows
+and the session's earlier questions, and must answer with one JSON object
+{"sql": ..., "interpretation": ...} (or {"sql": null, "explanation": why} when the table
+cannot answer all of the question). The same honesty contract as the rules planner holds:
+the SQL is checked against the schema (one read-only SELECT over the table, columns that
+exist) and the plan carries the model's one-sentence interpretation, or it is refused.
+Transport trouble, 429 and 5xx are transient; anything else that goes wrong is permanent.
 The API key only ever travels in the Authorization header: it is never logged,
 never put in an error, never shown by repr().
 """
@@ -24,9 +27,12 @@ from runstream.analysis_worker.planner.errors import (
     PlannerUnavailable,
     UnanswerableQuestion,
 )
+from runstream.analysis_worker.planner.rules import refusal
+from runstream.analysis_worker.planner.validate import validate_sql
 
 MAX_SAMPLE_ROWS = 5
 MAX_HISTORY = 6
+MAX_VALUES = 30  # per column, in the prompt
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 SYSTEM_PROMPT = """You write one DuckDB SQL query that answers a question about one table.
@@ -34,8 +40,13 @@ Rules:
 - Use only the table and columns listed; quote identifiers with double quotes.
 - Write exactly one read-only SELECT (WITH is fine). No DDL, no COPY, no file or URL access.
 - Order the result sensibly and keep it small (aggregate, or LIMIT 500 at most).
+- Answer the whole question or none of it: never answer a simpler question than the one
+  asked. If any word of it cannot be honoured with these columns (a column that does not
+  exist, a forecast, a cause), decline and name that word.
 Answer with a JSON object and nothing else:
-{"sql": "<the query>", "explanation": "<one sentence on what it computes>",
+{"sql": "<the query>",
+ "interpretation": "<one plain sentence of what the query computes, e.g. 'Sum of revenue
+   for each region, 2024 only, as a share of the total, largest first.'>",
  "chart": "bar" | "line" | "scatter" | null}
 If the table cannot answer the question, answer {"sql": null, "explanation": "<why>"}."""
 
@@ -99,20 +110,25 @@ class OpenAIPlanner:
         if "sql" not in answer:
             raise PlannerResponseInvalid(f"the planner's answer has no sql: {_short(str(answer))}")
         sql = answer["sql"]
-        explanation = answer.get("explanation")
-        explanation = explanation.strip() if isinstance(explanation, str) else ""
+        explanation = _text(answer.get("explanation"))
         if sql is None:
-            columns = ", ".join(c.name for c in ctx.columns)
-            raise UnanswerableQuestion(
-                f"The planner could not answer {ctx.question!r} from this table "
-                f"({explanation or 'no reason given'}). The table has the columns {columns}."
-            )
+            reason = explanation or _text(answer.get("interpretation")) or "no reason given"
+            raise UnanswerableQuestion(refusal(ctx, f"the language model declined: {reason}"))
         if not isinstance(sql, str) or not sql.strip():
             raise PlannerResponseInvalid("the planner's answer has no SQL")
+        # Older prompts asked for "explanation" only; it is the same one sentence.
+        interpretation = _text(answer.get("interpretation")) or explanation
+        if not interpretation:
+            raise PlannerResponseInvalid(
+                "the planner's answer does not say what its SQL computes (no interpretation)"
+            )
+        sql = sql.strip().rstrip(";").strip()
+        validate_sql(sql, ctx.columns, ctx.table_name)
         chart = answer.get("chart")
         return Plan(
-            sql=sql.strip().rstrip(";").strip(),
-            explanation=explanation or "Query written by the language model.",
+            sql=sql,
+            interpretation=interpretation,
+            explanation=explanation or interpretation,
             planner="openai",
             chart_hint=chart if chart in ("bar", "line", "scatter") else None,
         )
@@ -125,6 +141,14 @@ def build_messages(ctx: PlanningContext) -> list[dict[str, str]]:
         for row in ctx.sample_rows[:MAX_SAMPLE_ROWS]
     )
     user = f'Table "{ctx.table_name}" has these columns:\n{schema}\n'
+    values = "\n".join(
+        f'- "{name}": ' + ", ".join(json.dumps(v, ensure_ascii=False) for v in vs[:MAX_VALUES])
+        + (", …" if len(vs) > MAX_VALUES else "")
+        for name, vs in ctx.values.items()
+        if vs
+    )
+    if values:
+        user += f"\nValues of the category columns:\n{values}\n"
     if samples:
         user += f"\nSample rows (in column order):\n{samples}\n"
     history = ctx.history[-MAX_HISTORY:]
@@ -152,6 +176,10 @@ def parse_answer(content: Any) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
     raise PlannerResponseInvalid(f"the planner's answer is not a JSON object: {_short(content)}")
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _short(text: str, limit: int = 200) -> str:
