@@ -19,11 +19,11 @@ from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.analysis_worker.worker import AnalysisWorker
 from runstream.analysis_worker.worker import run_worker as run_analysis
 from runstream.bus import Bus, Delivery, SessionAggregate
-from runstream.bus.steps import PIPELINE_STEPS
 from runstream.chart_worker.settings import ChartWorkerSettings
 from runstream.chart_worker.worker import ChartWorker
 from runstream.chart_worker.worker import run_worker as run_chart
 from runstream.contracts import (
+    PIPELINE_STEPS,
     AnalysisRequested,
     AnalysisSettled,
     CancelRequested,

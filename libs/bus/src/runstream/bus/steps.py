@@ -27,6 +27,8 @@ from runstream.bus.consumer import MaxDeliveries
 from runstream.bus.errors import NotLockHolder
 from runstream.bus.session import SessionAggregate
 from runstream.contracts import (
+    PIPELINE_STEPS,
+    STEP_TITLES,
     AnalysisRequested,
     AnalysisSettled,
     DeadLetter,
@@ -43,26 +45,12 @@ from runstream.contracts import (
     StepStarted,
     decode,
     derived_id,
+    step_index,
     truncate_text,
     utcnow,
 )
 
 logger = structlog.get_logger()
-
-PIPELINE_STEPS: tuple[str, ...] = ("context", "plan", "script", "execute", "chart")
-STEP_TITLES: dict[str, str] = {
-    "context": "reading the session and the dataset",
-    "plan": "planning the query",
-    "script": "writing the script",
-    "execute": "running the query",
-    "chart": "drawing the chart",
-}
-
-
-def step_index(step: str) -> int:
-    """1-based position of a pipeline step."""
-    return PIPELINE_STEPS.index(step) + 1
-
 
 class Stop(Exception):
     """Stop working on this message and ack it: it was cancelled, settled or taken over."""

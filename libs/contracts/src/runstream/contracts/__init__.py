@@ -1,14 +1,11 @@
 """Runstream contracts: event types, subject names and ids. No I/O."""
 
 from runstream.contracts.base import (
-    TERMINAL_STATUSES,
     Column,
     DeadLetter,
     ErrorInfo,
     Event,
     LogLevel,
-    MessageStatus,
-    SettledStatus,
     utcnow,
 )
 from runstream.contracts.chart import (
@@ -71,17 +68,37 @@ from runstream.contracts.session import (
     SessionEventT,
     SessionRead,
 )
+from runstream.contracts.status import (
+    ACTIVE,
+    MESSAGE_END_TYPE,
+    MESSAGE_TERMINAL,
+    TASK_END_TYPES,
+    TASK_TERMINAL,
+    MessageStatus,
+    SettledStatus,
+    TaskStatus,
+    is_task_terminal,
+    is_terminal,
+    sql_list,
+)
+from runstream.contracts.steps import PIPELINE_STEPS, STEP_TITLES, step_index
 from runstream.contracts.subjects import DEFAULT_PREFIX, STREAM_NAME, SubjectParts, Subjects
 
 __all__ = [
+    "ACTIVE",
     "ALL_EVENTS",
     "DEFAULT_PREFIX",
     "EVENT_MAX_BYTES",
     "EVENT_TYPES",
     "LOG_TEXT_MAX_BYTES",
+    "MESSAGE_END_TYPE",
+    "MESSAGE_TERMINAL",
+    "PIPELINE_STEPS",
+    "STEP_TITLES",
     "STREAM_MAX_MSG_BYTES",
     "STREAM_NAME",
-    "TERMINAL_STATUSES",
+    "TASK_END_TYPES",
+    "TASK_TERMINAL",
     "TRUNCATION_MARKER",
     "AnalysisRequested",
     "AnalysisSettled",
@@ -130,12 +147,17 @@ __all__ = [
     "StepStarted",
     "SubjectParts",
     "Subjects",
+    "TaskStatus",
     "decode",
     "derived_id",
     "encode",
+    "is_task_terminal",
+    "is_terminal",
     "is_valid_id",
     "json_schema",
     "new_id",
+    "sql_list",
+    "step_index",
     "to_builtins",
     "truncate_text",
     "type_of",

@@ -8,9 +8,6 @@ from typing import Any, Literal
 import msgspec
 
 LogLevel = Literal["info", "success", "warning", "error"]
-SettledStatus = Literal["completed", "failed", "cancelled", "expired"]
-MessageStatus = Literal["pending", "running", "completed", "failed", "cancelled", "expired"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "expired"})
 
 
 def utcnow() -> datetime:

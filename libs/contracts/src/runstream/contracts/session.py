@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from runstream.contracts.base import Column, DeadLetter, ErrorInfo, Event, SettledStatus
+from runstream.contracts.base import Column, DeadLetter, ErrorInfo, Event
+from runstream.contracts.status import SettledStatus
 
 
 class Lock(msgspec.Struct, frozen=True, kw_only=True):

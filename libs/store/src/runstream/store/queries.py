@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from runstream.contracts import ACTIVE, sql_list
+
 logger = structlog.get_logger()
 
 NOTIFY_CHANNEL = "rs_projected"
@@ -46,7 +48,7 @@ _DATASET_COLS = """
     dataset_id, session_id, name, format, object_name, table_name, size_bytes, row_count,
     columns, sample_rows, created_at
 """
-_ACTIVE_TASK = "status IN ('pending', 'running')"
+_ACTIVE_TASK = f"status IN {sql_list(ACTIVE)}"
 _CHECKPOINT_SQL = "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)"
 
 

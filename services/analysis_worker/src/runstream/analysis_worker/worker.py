@@ -54,6 +54,7 @@ from runstream.contracts import (
     ScriptGenerated,
     SessionEvent,
     derived_id,
+    step_index,
     utcnow,
 )
 
@@ -179,7 +180,7 @@ class AnalysisWorker:
         done = await steps.last_completed()
 
         # 1. context ---------------------------------------------------------------------
-        if done < 1:
+        if done < step_index("context"):
             await steps.started("context")
         try:
             ctx = build_context(await session_events(self.bus, sid), request)
@@ -190,7 +191,7 @@ class AnalysisWorker:
         ctx = msgspec.structs.replace(
             ctx, planning=msgspec.structs.replace(ctx.planning, values=values)
         )
-        if done < 1:
+        if done < step_index("context"):
             earlier = len(ctx.planning.history)
             await steps.completed(
                 "context",
@@ -202,17 +203,17 @@ class AnalysisWorker:
 
         # 2. plan ------------------------------------------------------------------------
         await guard.check("plan")
-        if done < 2:
+        if done < step_index("plan"):
             await steps.started("plan")
         plan = await self._plan(ctx.planning, guard, steps, delivery)
         if plan is None:
             return
-        if done < 2:
+        if done < step_index("plan"):
             await steps.completed("plan", text=plan_log(plan))
 
         # 3. script ----------------------------------------------------------------------
         await guard.check("script")
-        if done < 3:
+        if done < step_index("script"):
             await steps.started("script")
             await steps.completed("script", text="DuckDB script ready")
         # The result goes out after its step_completed, so the next stage's step_started

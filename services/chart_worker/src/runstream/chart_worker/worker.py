@@ -29,6 +29,7 @@ from runstream.bus.worker import consumer_spec, dispatch
 from runstream.chart_worker.charts import choose_chart, render_svg_async
 from runstream.chart_worker.settings import ChartWorkerSettings
 from runstream.contracts import (
+    TASK_END_TYPES,
     ChartCancelled,
     ChartCompleted,
     ChartEvent,
@@ -47,7 +48,6 @@ from runstream.contracts import (
 logger = structlog.get_logger()
 
 WORKER = "chart-worker"
-TERMINAL_CHART_TYPES = ("chart_completed", "chart_failed", "chart_cancelled")
 
 
 def auto_task_id(message_id: str, attempt: int) -> str:
@@ -88,7 +88,7 @@ class ChartTask:
         return event if isinstance(event, ChartEvent) else None
 
     async def is_terminal(self) -> bool:
-        for kind in TERMINAL_CHART_TYPES:
+        for kind in sorted(TASK_END_TYPES):
             if await self.bus.get_last_for_subject(self.subject(kind)) is not None:
                 return True
         return False
@@ -207,7 +207,7 @@ class ChartWorker:
         self, result: ExecutionCompleted, guard: MessageGuard, steps: StepReporter
     ) -> None:
         await guard.check("chart")
-        done = await steps.last_completed() >= 5
+        done = await steps.is_completed("chart")
         if not done:
             await steps.started("chart")
         task = ChartTask(

@@ -84,7 +84,7 @@ class ExecutionWorker:
         if await self._result_exists(script):
             return  # a previous delivery finished; only its ack was lost
         await guard.check("execute")
-        done = await steps.last_completed() >= 4
+        done = await steps.is_completed("execute")
         if not done:
             await steps.started("execute")
         dataset = script.dataset

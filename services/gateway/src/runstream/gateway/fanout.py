@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from runstream.bus import Bus
-from runstream.contracts import InvalidSubject, SubjectParts
+from runstream.contracts import InvalidSubject, SubjectParts, Subjects
 from runstream.gateway.errors import unavailable_dependency
 from runstream.telemetry import SSE_CLIENTS
 
@@ -78,12 +78,12 @@ class Scope:
     task_id: str | None = None
     owner: str | None = None
 
-    def replay_subject(self, prefix: str) -> str:
+    def replay_subject(self, subjects: Subjects) -> str:
         if self.kind == "chart":
-            return f"{prefix}.{self.session_id}.chart.{self.task_id}.>"
+            return subjects.chart_all(str(self.task_id), str(self.session_id))
         if self.kind == "owner":
-            return f"{prefix}.*.session"
-        return f"{prefix}.{self.session_id}.>"
+            return subjects.all_sessions
+        return subjects.session_all(str(self.session_id))
 
     def wants(self, frame: Frame, sessions: set[str] | frozenset[str] = frozenset()) -> bool:
         p = frame.parts
@@ -288,7 +288,7 @@ class Hub:
         self, scope: Scope, after_seq: int, upto: int, sessions: set[str] | None = None
     ) -> AsyncIterator[Frame]:
         """Frames of one scope in (after_seq, upto], oldest first, from JetStream."""
-        subject = scope.replay_subject(self.bus.subjects.prefix)
+        subject = scope.replay_subject(self.bus.subjects)
         seq = after_seq + 1
         while seq <= upto:
             try:

@@ -12,10 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runstream.contracts import MESSAGE_END_TYPE, TASK_END_TYPES
 from runstream.gateway.fanout import Frame, Hub, Scope
-
-TERMINAL_MESSAGE = "analysis_settled"
-TERMINAL_CHART = frozenset({"chart_completed", "chart_failed", "chart_cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +34,9 @@ Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 def ends_stream(scope: Scope, frame: Frame) -> bool:
     if scope.kind == "message":
-        return frame.type == TERMINAL_MESSAGE
+        return frame.type == MESSAGE_END_TYPE
     if scope.kind == "chart":
-        return frame.type in TERMINAL_CHART
+        return frame.type in TASK_END_TYPES
     return False
 
 

@@ -21,7 +21,10 @@ import msgspec
 import structlog
 
 from runstream.contracts import (
+    ACTIVE,
     LOG_TEXT_MAX_BYTES,
+    MESSAGE_TERMINAL,
+    TASK_TERMINAL,
     AnalysisRequested,
     AnalysisSettled,
     AnalysisStarted,
@@ -48,17 +51,16 @@ from runstream.contracts import (
     StepFailed,
     StepProgressed,
     StepStarted,
+    sql_list,
     truncate_text,
 )
 
 logger = structlog.get_logger()
 
-MESSAGE_TERMINAL = ("completed", "failed", "cancelled", "expired")
-TASK_TERMINAL = ("completed", "failed", "cancelled")
 StepEvent: TypeAlias = StepStarted | StepProgressed | StepCompleted | StepFailed
 
-_NOT_TERMINAL = "status NOT IN ('completed', 'failed', 'cancelled', 'expired')"
-_TASK_OPEN = "status NOT IN ('completed', 'failed', 'cancelled')"
+_NOT_TERMINAL = f"status NOT IN {sql_list(MESSAGE_TERMINAL)}"
+_TASK_OPEN = f"status NOT IN {sql_list(TASK_TERMINAL)}"
 
 
 # ON CONFLICT DO NOTHING: the same event_id re-published under a new seq is stored once.
@@ -572,13 +574,13 @@ async def _analysis_settled(conn: asyncpg.Connection, seq: int, event: AnalysisS
     if settled:  # not a second settle (the message exists: _admit checked)
         # Steps still open when the analysis ends did not finish: close them.
         await conn.execute(
-            """
+            f"""
             UPDATE message_steps
             SET status = CASE WHEN $2 = 'failed' THEN 'failed'
                               WHEN $2 = 'completed' THEN 'completed'
                               ELSE 'cancelled' END,
                 ended_at = coalesce(ended_at, $3), eta_ms = NULL
-            WHERE message_id = $1 AND status IN ('pending', 'running')
+            WHERE message_id = $1 AND status IN {sql_list(ACTIVE)}
             """,
             event.message_id,
             event.status,

@@ -10,12 +10,13 @@ from litestar import Response, delete, get, post
 from litestar.params import FromPath
 
 from runstream.contracts import (
-    TERMINAL_STATUSES,
     CancelRequested,
     ChartCancelled,
     ChartCancelRequested,
     ChartRequested,
     derived_id,
+    is_task_terminal,
+    is_terminal,
     new_id,
     utcnow,
 )
@@ -59,7 +60,7 @@ async def cancel(request: Req, message_id: FromPath[str]) -> Response[Any]:
     message = await g.message_for(owner(request), mid)
     if message["role"] != "assistant":
         raise ApiError(409, "not_an_analysis", "only an analysis message can be cancelled")
-    if message["status"] in TERMINAL_STATUSES:
+    if is_terminal(message["status"]):
         raise ApiError(409, "already_settled", f"the analysis is already {message['status']}",
                        {"status": message["status"]})
     sid = message["session_id"]
@@ -152,7 +153,7 @@ async def cancel_chart(request: Req, task_id: FromPath[str]) -> Response[Any]:
     g = gw(request)
     tid = ident(task_id, "task_id")
     task = await g.chart_task_for(owner(request), tid)
-    if task["status"] not in ("pending", "running"):
+    if is_task_terminal(task["status"]):
         raise ApiError(409, "already_finished", f"the chart task is already {task['status']}",
                        {"status": task["status"]})
     common = {"at": utcnow(), "session_id": task["session_id"], "task_id": tid,

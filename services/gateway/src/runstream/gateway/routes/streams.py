@@ -13,6 +13,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from runstream.contracts import is_task_terminal
 from runstream.gateway.errors import unavailable_dependency
 from runstream.gateway.fanout import Scope
 from runstream.gateway.routes.common import Req, gw, ident, owner
@@ -103,7 +104,7 @@ async def chart_events(request: Req, task_id: FromPath[str]) -> Stream:
         return await g.models.get_chart_task(tid) or {}
 
     scope = Scope(kind="chart", session_id=task["session_id"], task_id=tid)
-    ended = task["status"] not in ("pending", "running") and (cursor or 0) >= task["as_of_seq"]
+    ended = is_task_terminal(task["status"]) and (cursor or 0) >= task["as_of_seq"]
     return _sse(open_stream(g.hub, scope, cursor, snapshot=snapshot,
                             heartbeat_s=g.settings.sse_heartbeat_s, already_ended=ended), g)
 
