@@ -34,7 +34,7 @@ test-fast: sync ## unit tests only
 
 lint: sync ## ruff + mypy on libs and services
 	.venv/bin/ruff check libs services tests scripts
-	.venv/bin/mypy $(addprefix -p runstream.,contracts bus store telemetry testing gateway projector analysis_worker execution_worker chart_worker cli)
+	.venv/bin/mypy $(addprefix -p runstream.,contracts bus store telemetry runtime pipeline testing gateway projector analysis_worker execution_worker chart_worker cli)
 
 proto: sync ## regenerate proto/ (events JSON Schema, AsyncAPI, OpenAPI)
 	$(PY) scripts/gen_proto.py proto

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from runstream.testing import NatsServer, free_port
-from runstream.testing.stack import run_stack
 from tests.integration.conftest import new_session, sse_frames
 from tests.integration.pipeline_support import FakeChatCompletions, sales_csv
+from tests.stack import run_stack
 
 SLOW_SQL = (
     "SELECT region, avg(revenue) AS avg_revenue, "

@@ -278,20 +278,28 @@ def test_lint_catches_a_chart_that_cannot_render() -> None:
     assert outcome["results"]["nats-off-without-peers"]
 
 
+def _installed_libs(package: Path) -> set[str]:
+    """The workspace libraries a package installs: its own and theirs, transitively."""
+    project = tomllib.loads((package / "pyproject.toml").read_text())
+    deps = {re.split(r"[<>=\[ ;]", d)[0] for d in project["project"]["dependencies"]}
+    libs = {d.removeprefix("runstream-").replace("-", "_") for d in deps
+            if d.startswith("runstream-")}
+    for lib in list(libs):
+        libs |= _installed_libs(ROOT / "libs" / lib)
+    return libs
+
+
 def test_tiltfile_builds_every_service_and_syncs_the_libraries_each_one_installs() -> None:
     source = (ROOT / "tilt" / "Tiltfile").read_text(encoding="utf-8")
     tree = ast.parse(source)  # Starlark is a syntactic subset of Python
     wanted = [node for node in tree.body if isinstance(node, ast.Assign)
               and isinstance(node.targets[0], ast.Name)
-              and node.targets[0].id in ("LIBS", "SERVICES")]
+              and node.targets[0].id in ("LIBS", "WORKER_LIBS", "SERVICES")]
     namespace: dict[str, Any] = {}
     exec(compile(ast.Module(body=wanted, type_ignores=[]), "Tiltfile", "exec"), namespace)
     services: dict[str, list[str]] = namespace["SERVICES"]
     assert sorted(services) == sorted(SERVICES)
     for service, libs in services.items():
-        project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
-        deps = {re.split(r"[<>=\[ ;]", d)[0] for d in project["project"]["dependencies"]}
-        declared = {d.removeprefix("runstream-") for d in deps if d.startswith("runstream-")}
-        assert sorted(libs) == sorted(declared), service
+        assert sorted(libs) == sorted(_installed_libs(ROOT / "services" / service)), service
     assert "deploy', 'helm', 'runstream'" in source
     assert "port_forwards=['8000:8000']" in source

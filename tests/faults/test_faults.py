@@ -16,7 +16,6 @@ import pytest_asyncio
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.bus import Bus
 from runstream.testing import PostgresCluster, wait_until
-from runstream.testing.stack import run_stack
 from tests.faults.support import (
     Services,
     burst,
@@ -26,6 +25,7 @@ from tests.faults.support import (
     verify,
     wait_settled,
 )
+from tests.stack import run_stack
 
 # A burst of 4x the largest default worker concurrency (the analysis worker's), which is
 # 16x the execution worker's.

@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 
-from runstream.bus import Bus, SessionAggregate, put_dataset
-from runstream.bus.steps import MessageGuard, read_subject
+from runstream.bus import Bus, SessionAggregate, put_dataset, read_subject
 from runstream.contracts import AnalysisSettled, Column, decode, new_id
+from runstream.pipeline import MessageGuard
 
 REGIONS = ["North", "South", "East", "West"]
 

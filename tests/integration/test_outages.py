@@ -20,9 +20,9 @@ import pytest
 import websockets
 
 from runstream.testing import NatsServer, PostgresCluster, free_port, wait_until
-from runstream.testing.stack import run_stack
 from tests.integration.conftest import SseFrame, collect, new_session, sse_frames
 from tests.integration.pipeline_support import sales_csv
+from tests.stack import run_stack
 
 RECOVERY_S = 30.0
 

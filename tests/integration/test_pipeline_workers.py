@@ -39,6 +39,7 @@ from runstream.contracts import (
 from runstream.execution_worker.settings import ExecutionWorkerSettings
 from runstream.execution_worker.worker import ExecutionWorker
 from runstream.execution_worker.worker import run_worker as run_execution
+from runstream.pipeline import run_pipeline_worker
 from runstream.testing import wait_until
 from tests.integration.pipeline_support import (
     FakeChatCompletions,
@@ -180,8 +181,9 @@ async def test_cancel_during_execution_kills_the_child_promptly(bus: Bus):
     )
     executions: list[ExecutionWorker] = []
     runners = all_workers(bus, planner_impl=FixedPlanner(slow))
-    runners[1] = partial(run_execution, worker_settings(
-        ExecutionWorkerSettings, bus, sandbox_timeout_s=120.0), worker_out=executions)
+    settings = worker_settings(ExecutionWorkerSettings, bus, sandbox_timeout_s=120.0)
+    runners[1] = partial(run_pipeline_worker, "execution-worker", settings,
+                         ExecutionWorker.builder(settings, out=executions))
     async with running(*runners):
         mid = await ask(bus, sid, "count everything, slowly")
 

@@ -10,8 +10,8 @@ import nats.errors
 import pytest
 
 from runstream.bus import Bus, BusSettings, nats_unavailable
-from runstream.bus.service import keep_running
 from runstream.contracts import LogAppended, new_id, utcnow
+from runstream.runtime import keep_running
 from runstream.testing import NatsServer, free_port, wait_until
 
 

@@ -3,7 +3,6 @@
 import pytest
 
 from runstream.bus import Bus, EventTooLarge, LogTextTooLarge
-from runstream.bus.steps import StepReporter
 from runstream.contracts import (
     EVENT_MAX_BYTES,
     LOG_TEXT_MAX_BYTES,
@@ -14,7 +13,6 @@ from runstream.contracts import (
     decode,
     new_id,
     utcnow,
-    utf8_size,
 )
 
 
@@ -61,18 +59,3 @@ async def test_publishing_an_event_over_the_event_limit_is_refused(bus: Bus) -> 
 async def test_the_provisioned_stream_refuses_messages_over_the_size_limit(bus: Bus) -> None:
     info = await bus.js.stream_info(bus.stream)
     assert info.config.max_msg_size == STREAM_MAX_MSG_BYTES
-
-
-async def test_the_step_reporter_truncates_an_oversize_log_line_instead_of_failing(
-    bus: Bus,
-) -> None:
-    sid, mid = new_id(), new_id()
-    steps = StepReporter(bus, session_id=sid, message_id=mid)
-    await steps.log("execute", "boom " * 200_000, level="error")  # ~1 MB of error text
-
-    stored = decode((await bus.get_msg(await bus.last_seq())).data or b"")
-    assert isinstance(stored, LogAppended)
-    assert (stored.message_id, stored.step, stored.level) == (mid, "execute", "error")
-    assert utf8_size(stored.text) <= LOG_TEXT_MAX_BYTES
-    assert stored.text.startswith("boom boom ")
-    assert stored.text.endswith(" … [truncated: 1000000 bytes in all]")

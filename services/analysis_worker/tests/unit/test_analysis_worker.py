@@ -14,9 +14,8 @@ from runstream.analysis_worker.planner import (
 )
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.analysis_worker.worker import AnalysisWorker
-from runstream.bus import Bus, Delivery, Retry, SessionAggregate, put_dataset
+from runstream.bus import Bus, Delivery, Retry, SessionAggregate, put_dataset, read_subject
 from runstream.bus.consumer import MaxDeliveries
-from runstream.bus.steps import on_max_deliveries, read_subject
 from runstream.contracts import (
     AnalysisRequested,
     AnalysisSettled,
@@ -29,6 +28,7 @@ from runstream.contracts import (
     decode,
     new_id,
 )
+from runstream.pipeline import on_max_deliveries
 
 COLUMNS = [Column(name="region", type="VARCHAR"), Column(name="revenue", type="DOUBLE")]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runstream.bus import Bus, Delivery, SessionAggregate
-from runstream.bus.steps import read_subject
+from runstream.bus import Bus, Delivery, SessionAggregate, read_subject
 from runstream.chart_worker.settings import ChartWorkerSettings
 from runstream.chart_worker.worker import ChartWorker
 from runstream.contracts import (

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from runstream.bus import Bus, Delivery, SessionAggregate, put_dataset
-from runstream.bus.steps import read_subject
+from runstream.bus import Bus, Delivery, SessionAggregate, put_dataset, read_subject
 from runstream.contracts import (
     AnalysisSettled,
     CancelRequested,

@@ -19,7 +19,8 @@ from runstream.bus import Bus
 from runstream.execution_worker.pool import CHILD_MODULE, SparePool, spawn_child
 from runstream.execution_worker.sandbox import SandboxError, SandboxLimits, run_sandboxed
 from runstream.execution_worker.settings import ExecutionWorkerSettings
-from runstream.execution_worker.worker import ExecutionWorker, run_worker
+from runstream.execution_worker.worker import ExecutionWorker
+from runstream.pipeline import run_pipeline_worker
 from runstream.testing import wait_until
 from runstream.testing.procs import children, gone
 
@@ -189,7 +190,8 @@ async def test_the_worker_caps_its_spares_and_kills_them_when_it_stops(bus: Bus)
     )  # fmt: skip
     stop, ready = asyncio.Event(), asyncio.Event()
     workers: list[ExecutionWorker] = []
-    task = asyncio.create_task(run_worker(settings, stop, ready, worker_out=workers))
+    task = asyncio.create_task(run_pipeline_worker(
+        "execution-worker", settings, ExecutionWorker.builder(settings, out=workers), stop, ready))
     try:
         await asyncio.wait_for(ready.wait(), 30)
         [worker] = workers

@@ -1,7 +1,6 @@
 """JetStream for Runstream: connect, provision, publish, consume, the session aggregate."""
 
 from runstream.bus.bus import Bus, Published, check_size, event_headers
-from runstream.bus.config import DatabaseSettings, ServiceSettings
 from runstream.bus.consumer import (
     ConsumerSpec,
     Delivery,
@@ -23,6 +22,7 @@ from runstream.bus.errors import (
     exception_family,
     nats_unavailable,
 )
+from runstream.bus.history import read_subject, session_events
 from runstream.bus.objects import delete_dataset, get_dataset, put_dataset
 from runstream.bus.ordered import (
     Entry,
@@ -42,7 +42,6 @@ __all__ = [
     "Committed",
     "ConcurrencyConflict",
     "ConsumerSpec",
-    "DatabaseSettings",
     "Delivery",
     "Entry",
     "EventTooLarge",
@@ -57,7 +56,6 @@ __all__ = [
     "ReaderLost",
     "Reject",
     "Retry",
-    "ServiceSettings",
     "SessionAggregate",
     "SessionNotFound",
     "SessionState",
@@ -70,6 +68,8 @@ __all__ = [
     "get_dataset",
     "nats_unavailable",
     "put_dataset",
+    "read_subject",
+    "session_events",
     "stream_identity",
     "watch_max_deliveries",
 ]

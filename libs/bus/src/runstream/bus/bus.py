@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import msgspec
 import nats
@@ -162,12 +161,6 @@ class Bus:
             except nats.js.errors.BadRequestError:
                 pass  # another process created it first
         return await self.js.update_stream(config)
-
-    async def datasets(self) -> Any:
-        """The Object Store bucket holding uploaded datasets (created on first use)."""
-        from runstream.bus.objects import dataset_store
-
-        return await dataset_store(self)
 
     # --- publishing -------------------------------------------------------------------
     async def publish(

@@ -4,14 +4,13 @@ from runstream.store.errors import InvalidSchemaName, StoreError, postgres_unava
 from runstream.store.migrate import migrate, migrations
 from runstream.store.pool import (
     DEFAULT_SCHEMA,
-    Store,
     connect,
     create_pool,
     init_connection,
-    open_store,
     validate_schema,
 )
 from runstream.store.queries import NOTIFY_CHANNEL, PROJECTOR, ReadModels
+from runstream.store.store import Store, open_store
 
 __all__ = [
     "DEFAULT_SCHEMA",

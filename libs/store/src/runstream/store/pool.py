@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -77,49 +73,3 @@ async def create_pool(
     )
     assert pool is not None
     return pool
-
-
-@dataclass
-class Store:
-    """A pool over one schema, its DSN, and the read-model queries."""
-
-    dsn: str
-    schema: str
-    pool: asyncpg.Pool
-    read_models: Any  # ReadModels (typed loosely to keep this module free of queries)
-
-    async def close(self, timeout: float = 10.0) -> None:
-        await self.read_models.close()
-        try:
-            await asyncio.wait_for(self.pool.close(), timeout)
-        except (TimeoutError, asyncpg.InterfaceError):
-            # A connection still busy (its task was cancelled mid-query): drop them all
-            # rather than hang the shutdown.
-            self.pool.terminate()
-
-
-@asynccontextmanager
-async def open_store(
-    dsn: str,
-    *,
-    schema: str = DEFAULT_SCHEMA,
-    min_size: int = 1,
-    max_size: int = 10,
-    migrate: bool = True,
-    connect_timeout: float = 60.0,
-    command_timeout: float | None = None,
-) -> AsyncIterator[Store]:
-    """Open a pool (migrating the schema first, unless told not to) and close it on exit."""
-    from runstream.store.migrate import migrate as run_migrations
-    from runstream.store.queries import ReadModels
-
-    pool = await create_pool(dsn, schema=schema, min_size=min_size, max_size=max_size,
-                             connect_timeout=connect_timeout, command_timeout=command_timeout)
-    read_models = ReadModels(pool, dsn=dsn, connect_timeout=min(connect_timeout, 10.0))
-    store = Store(dsn=dsn, schema=schema, pool=pool, read_models=read_models)
-    try:
-        if migrate:
-            await run_migrations(pool, schema)
-        yield store
-    finally:
-        await store.close()

@@ -13,7 +13,6 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import nats
@@ -141,25 +140,3 @@ async def bus(bus_settings: object) -> AsyncIterator[object]:
                 await b.js.delete_stream(b.stream)
             with contextlib.suppress(Exception):
                 await b.js.delete_object_store(b.settings.datasets_bucket)
-
-
-@pytest_asyncio.fixture
-async def stack(nats_url: str, stream_names: StreamNames, database_url: str) -> AsyncIterator[Any]:
-    """Projector + one gateway on a fresh stream and database (no workers)."""
-    from runstream.testing.stack import run_stack
-
-    async with run_stack(nats_url=nats_url, stream=stream_names.stream,
-                         prefix=stream_names.prefix, database_url=database_url) as s:
-        yield s
-
-
-@pytest.fixture
-def stack_factory(nats_url: str, stream_names: StreamNames, database_url: str) -> Any:
-    """`async with stack_factory(gateways=2, workers=True, overrides={...}) as stack:`"""
-    from runstream.testing.stack import run_stack
-
-    def make(**kw: Any) -> Any:
-        return run_stack(nats_url=nats_url, stream=stream_names.stream,
-                         prefix=stream_names.prefix, database_url=database_url, **kw)
-
-    return make

@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-# One lookup of the servers' binaries, shared with `runstream up` (this harness is a
-# development-only library, so it may lean on the CLI service's helpers).
-from runstream.cli.procs import nats_server_binary, pg_binary
+# One lookup of the servers' binaries, shared with `runstream up`.
+from runstream.runtime.procs import nats_server_binary, pg_binary
 
 T = TypeVar("T")
 

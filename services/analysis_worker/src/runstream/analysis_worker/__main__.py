@@ -2,7 +2,7 @@
 
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.analysis_worker.worker import run_worker
-from runstream.bus.service import serve
+from runstream.runtime import serve
 
 
 def main() -> None:

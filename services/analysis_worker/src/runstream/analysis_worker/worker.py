@@ -10,8 +10,8 @@ can name them ("revenue in the West").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
+from contextlib import AsyncExitStack
 
 import msgspec
 import structlog
@@ -25,24 +25,7 @@ from runstream.analysis_worker.planner import (
 )
 from runstream.analysis_worker.planner.profile import profile_dataset
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
-from runstream.bus import (
-    Bus,
-    ConsumerSpec,
-    Delivery,
-    MessageConsumer,
-    Retry,
-    ensure_consumer,
-    get_dataset,
-    watch_max_deliveries,
-)
-from runstream.bus.steps import (
-    MessageGuard,
-    StepReporter,
-    on_max_deliveries,
-    session_events,
-    settle_dead_letter,
-)
-from runstream.bus.worker import consumer_spec, dispatch
+from runstream.bus import Bus, ConsumerSpec, Delivery, Retry, get_dataset, session_events
 from runstream.contracts import (
     AnalysisRequested,
     AnalysisSettled,
@@ -56,6 +39,15 @@ from runstream.contracts import (
     derived_id,
     step_index,
     utcnow,
+)
+from runstream.pipeline import (
+    Consumer,
+    MessageGuard,
+    StepReporter,
+    consumer_spec,
+    dispatch,
+    run_pipeline_worker,
+    settle_dead_letter,
 )
 
 logger = structlog.get_logger()
@@ -312,22 +304,10 @@ async def run_worker(
     *,
     planner: Planner | None = None,
 ) -> None:
-    """Run until `stop` is set: connect, consume, watch dead letters; shut down in reverse."""
-    async with Bus.connect(settings.bus(), name=WORKER) as bus:
-        await bus.provision()
+    """Run until `stop` is set (`planner`: another planner than the settings name)."""
+
+    async def build(bus: Bus, _: AsyncExitStack) -> list[Consumer]:
         worker = AnalysisWorker(bus, settings, planner)
-        spec = worker.spec()
-        await ensure_consumer(bus, spec)
+        return [Consumer(worker.spec(), worker.handle)]
 
-        async def exhausted(adv, raw) -> None:  # type: ignore[no-untyped-def]
-            await on_max_deliveries(bus, adv, raw)
-
-        advisory = await watch_max_deliveries(bus, spec.durable, exhausted)
-        consumer = asyncio.create_task(MessageConsumer(bus, spec, worker.handle).run(stop))
-        if ready is not None:
-            ready.set()
-        try:
-            await consumer
-        finally:
-            with contextlib.suppress(Exception):
-                await advisory.unsubscribe()
+    await run_pipeline_worker(WORKER, settings, build, stop, ready)

@@ -1,8 +1,8 @@
 """`python -m runstream.chart_worker`: run the chart worker until SIGTERM/SIGINT."""
 
-from runstream.bus.service import serve
 from runstream.chart_worker.settings import ChartWorkerSettings
 from runstream.chart_worker.worker import run_worker
+from runstream.runtime import serve
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runstream.bus.worker import WorkerSettings
+from runstream.pipeline import WorkerSettings
 
 
 class ChartWorkerSettings(WorkerSettings):

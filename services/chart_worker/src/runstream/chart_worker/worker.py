@@ -9,23 +9,13 @@ that cannot be drawn never fails the analysis: it settles completed without a ch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
 
-from runstream.bus import (
-    Bus,
-    ConsumerSpec,
-    Delivery,
-    MessageConsumer,
-    ensure_consumer,
-    watch_max_deliveries,
-)
-from runstream.bus.consumer import MaxDeliveries
-from runstream.bus.steps import MessageGuard, StepReporter, on_max_deliveries
-from runstream.bus.worker import consumer_spec, dispatch
+from runstream.bus import Bus, Delivery, MaxDeliveries
 from runstream.chart_worker.charts import choose_chart, render_svg_async
 from runstream.chart_worker.settings import ChartWorkerSettings
 from runstream.contracts import (
@@ -38,11 +28,19 @@ from runstream.contracts import (
     ChartRequested,
     ChartStarted,
     Column,
-    DecodeError,
     ExecutionCompleted,
     decode,
     derived_id,
     utcnow,
+)
+from runstream.pipeline import (
+    Consumer,
+    MessageGuard,
+    StepReporter,
+    consumer_spec,
+    decoded,
+    dispatch,
+    run_pipeline_worker,
 )
 
 logger = structlog.get_logger()
@@ -135,12 +133,17 @@ class ChartWorker:
         self._mean_ms = float(settings.chart_eta_ms)
         self._timed = 0
 
-    def specs(self) -> tuple[ConsumerSpec, ConsumerSpec]:
+    def consumers(self) -> list[Consumer]:
+        """The pipeline's chart step, and ad-hoc chart tasks (whose exhaustion fails the
+        task, never the analysis)."""
         s = self.settings
-        return (
-            consumer_spec(s, self.bus.subjects.message_type("execution_completed")),
-            consumer_spec(s, self.bus.subjects.chart_type("chart_requested"), s.tasks_durable),
-        )
+        return [
+            Consumer(consumer_spec(s, self.bus.subjects.message_type("execution_completed")),
+                     self.handle),
+            Consumer(consumer_spec(s, self.bus.subjects.chart_type("chart_requested"),
+                                   s.tasks_durable),
+                     self.handle_task, self.task_exhausted),
+        ]
 
     # --- drawing one chart --------------------------------------------------------------
     def _eta(self, started: float, fraction_done: float) -> int:
@@ -233,12 +236,8 @@ class ChartWorker:
 
     # --- ad-hoc chart tasks -----------------------------------------------------------------
     async def handle_task(self, delivery: Delivery) -> None:
-        try:
-            event = delivery.event
-        except DecodeError:
-            logger.warning("undecodable_event_skipped")
-            return
-        if not isinstance(event, ChartRequested) or event.auto:
+        event = decoded(delivery, ChartRequested)
+        if event is None or event.auto:
             return  # the pipeline's own chart is drawn by the chart step
         task = ChartTask(
             self.bus,
@@ -266,7 +265,7 @@ class ChartWorker:
             logger.warning("chart_task_failed", exc_info=True)
             await task.failed(str(exc) or type(exc).__name__)
 
-    async def task_exhausted(self, adv: MaxDeliveries, raw: Any) -> None:
+    async def task_exhausted(self, _: Bus, adv: MaxDeliveries, raw: Any) -> None:
         if raw is None:
             return
         event = decode(raw.data or b"")
@@ -299,29 +298,8 @@ async def run_worker(
     settings: ChartWorkerSettings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Run until `stop` is set: both consumers and their dead-letter watches."""
-    async with Bus.connect(settings.bus(), name=WORKER) as bus:
-        await bus.provision()
-        worker = ChartWorker(bus, settings)
-        pipeline, tasks = worker.specs()
-        await ensure_consumer(bus, pipeline)
-        await ensure_consumer(bus, tasks)
 
-        async def exhausted(adv: Any, raw: Any) -> None:
-            await on_max_deliveries(bus, adv, raw)
+    async def build(bus: Bus, _: AsyncExitStack) -> list[Consumer]:
+        return ChartWorker(bus, settings).consumers()
 
-        advisories = [
-            await watch_max_deliveries(bus, pipeline.durable, exhausted),
-            await watch_max_deliveries(bus, tasks.durable, worker.task_exhausted),
-        ]
-        consumers = [
-            asyncio.create_task(MessageConsumer(bus, pipeline, worker.handle).run(stop)),
-            asyncio.create_task(MessageConsumer(bus, tasks, worker.handle_task).run(stop)),
-        ]
-        if ready is not None:
-            ready.set()
-        try:
-            await asyncio.gather(*consumers)
-        finally:
-            for sub in advisories:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+    await run_pipeline_worker(WORKER, settings, build, stop, ready)

@@ -10,7 +10,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import msgspec
 import typer
 
 from runstream.cli.durations import parse_duration
@@ -117,12 +116,12 @@ def token(
     typer.echo(make_token(secret, sub, lifetime, issuer=settings.jwt_issuer))  # type: ignore[arg-type]
 
 
-def _exec_module(module: str) -> None:
+def _exec_module(module: str, *args: str) -> None:
     from runstream.cli.up import has_main
 
     if not has_main(module):
-        _fail(f"{module} is not installed (no {module}.__main__)")
-    os.execv(sys.executable, [sys.executable, "-m", module])
+        _fail(f"{module} is not installed here (no {module}.__main__)")
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
 @app.command()
@@ -216,27 +215,9 @@ def cleanup(
 @app.command()
 def rebuild(data_dir: DataDir = None) -> None:
     """Fold the whole stream into a fresh schema and swap it in (the projector's rebuild)."""
-    from runstream.bus import Bus
-
-    # The projector owns rebuilding; the CLI only triggers it, so the import is late and
-    # `runstream rebuild` answers plainly where the projector package is not installed.
-    try:
-        from runstream.projector.rebuild import rebuild as projector_rebuild
-    except ImportError:
-        _fail("runstream.projector is not installed here; run rebuild where it is")
-    settings = _settings(data_dir)
-
-    async def run() -> object:
-        async with Bus.connect(settings.bus(), name="runstream-rebuild") as bus:
-            return await projector_rebuild(settings.database_url, bus, schema=settings.db_schema)
-
-    report = asyncio.run(run())
-    typer.echo(
-        "rebuilt schema {schema}: {events} events folded ({poison} poison), checkpoint "
-        "{checkpoint} (was {previous_checkpoint}), {duration_s:.2f}s".format(
-            **msgspec.to_builtins(report)
-        )
-    )
+    _settings(data_dir)  # dev.env fills in the environment the projector reads
+    # The projector owns rebuilding: run its command, as `gateway` runs the gateway's.
+    _exec_module("runstream.projector", "rebuild")
 
 
 @app.command()

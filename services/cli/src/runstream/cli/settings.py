@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runstream.bus import DatabaseSettings
+from runstream.runtime import DatabaseSettings
 
 DEFAULT_DATA_DIR = Path(".runstream")
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
-from runstream.cli.procs import terminate
+from runstream.runtime.procs import terminate
 
 _COLOURS = ["36", "35", "33", "32", "34", "91", "96", "93"]
 

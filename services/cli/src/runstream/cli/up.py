@@ -20,8 +20,12 @@ from pathlib import Path
 import httpx
 
 from runstream.bus import Bus
+from runstream.bus.objects import dataset_store
 from runstream.cli.devenv import write_dev_env
-from runstream.cli.procs import (
+from runstream.cli.settings import CliSettings
+from runstream.cli.supervisor import Child, Output, child_env, stop_all
+from runstream.cli.tokens import ensure_secret, make_token
+from runstream.runtime.procs import (
     LocalPostgres,
     free_port,
     nats_server_binary,
@@ -30,9 +34,6 @@ from runstream.cli.procs import (
     terminate,
     wait_port,
 )
-from runstream.cli.settings import CliSettings
-from runstream.cli.supervisor import Child, Output, child_env, stop_all
-from runstream.cli.tokens import ensure_secret, make_token
 
 # (label, module) in start order: the projector first so the gateway's reads catch up
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -133,7 +134,7 @@ class Stack:
         bus_settings = self.settings.model_copy(update={"nats_url": nats_url}).bus()
         async with Bus.connect(bus_settings, name="runstream-up") as bus:
             await bus.provision()
-            await bus.datasets()
+            await dataset_store(bus)
 
     # --- services -------------------------------------------------------------------
     def start_services(self, env: dict[str, str]) -> None:

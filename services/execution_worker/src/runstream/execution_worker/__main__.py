@@ -1,8 +1,8 @@
 """`python -m runstream.execution_worker`: run the execution worker until SIGTERM/SIGINT."""
 
-from runstream.bus.service import serve
 from runstream.execution_worker.settings import ExecutionWorkerSettings
 from runstream.execution_worker.worker import run_worker
+from runstream.runtime import serve
 
 
 def main() -> None:

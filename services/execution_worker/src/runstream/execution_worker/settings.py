@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runstream.bus.worker import WorkerSettings
+from runstream.pipeline import WorkerSettings
 
 
 class ExecutionWorkerSettings(WorkerSettings):

@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any, Literal
 
 import msgspec
 import nats.js.errors
 import structlog
 
-from runstream.bus import (
-    Bus,
-    ConsumerSpec,
-    Delivery,
-    MessageConsumer,
-    ensure_consumer,
-    get_dataset,
-    watch_max_deliveries,
-)
-from runstream.bus.steps import MessageGuard, StepReporter, Stop, on_max_deliveries
-from runstream.bus.worker import consumer_spec, dispatch
+from runstream.bus import Bus, ConsumerSpec, Delivery, get_dataset
 from runstream.contracts import (
     ErrorInfo,
     ExecutionCompleted,
@@ -42,6 +34,15 @@ from runstream.execution_worker.sandbox import (
     run_sandboxed,
 )
 from runstream.execution_worker.settings import ExecutionWorkerSettings
+from runstream.pipeline import (
+    Consumer,
+    MessageGuard,
+    StepReporter,
+    Stop,
+    consumer_spec,
+    dispatch,
+    run_pipeline_worker,
+)
 
 logger = structlog.get_logger()
 
@@ -64,6 +65,25 @@ class ExecutionWorker:
         )
         # message id -> pid of its running sandbox child (observability and tests)
         self.children: dict[str, int] = {}
+
+    @classmethod
+    def builder(
+        cls, settings: ExecutionWorkerSettings, out: list[ExecutionWorker] | None = None
+    ) -> Callable[[Bus, AsyncExitStack], Awaitable[list[Consumer]]]:
+        """What `run_pipeline_worker` builds: the worker with its spare pool (closed with
+        the worker). `out` receives the instance, for a caller that watches its children."""
+
+        async def build(bus: Bus, resources: AsyncExitStack) -> list[Consumer]:
+            # More spares than concurrent queries could never all be used at once.
+            spares = await resources.enter_async_context(SparePool(
+                min(settings.sandbox_spares, settings.concurrency),
+                settings.sandbox_spare_idle_s))
+            worker = cls(bus, settings, spares)
+            if out is not None:
+                out.append(worker)
+            return [Consumer(worker.spec(), worker.handle)]
+
+        return build
 
     def spec(self) -> ConsumerSpec:
         return consumer_spec(self.settings, self.bus.subjects.message_type("script_generated"))
@@ -239,35 +259,7 @@ def _limits_dict(limits: SandboxLimits) -> dict[str, Any]:
 
 
 async def run_worker(
-    settings: ExecutionWorkerSettings,
-    stop: asyncio.Event,
-    ready: asyncio.Event | None = None,
-    *,
-    worker_out: list[ExecutionWorker] | None = None,
+    settings: ExecutionWorkerSettings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
-    """Run until `stop` is set: connect, consume, watch dead letters; shut down in reverse."""
-    # More spares than concurrent queries could never all be used at once.
-    spare_count = min(settings.sandbox_spares, settings.concurrency)
-    async with (
-        Bus.connect(settings.bus(), name=WORKER) as bus,
-        SparePool(spare_count, settings.sandbox_spare_idle_s) as spares,
-    ):
-        await bus.provision()
-        worker = ExecutionWorker(bus, settings, spares)
-        if worker_out is not None:
-            worker_out.append(worker)
-        spec = worker.spec()
-        await ensure_consumer(bus, spec)
-
-        async def exhausted(adv: Any, raw: Any) -> None:
-            await on_max_deliveries(bus, adv, raw)
-
-        advisory = await watch_max_deliveries(bus, spec.durable, exhausted)
-        consumer = asyncio.create_task(MessageConsumer(bus, spec, worker.handle).run(stop))
-        if ready is not None:
-            ready.set()
-        try:
-            await consumer
-        finally:
-            with contextlib.suppress(Exception):
-                await advisory.unsubscribe()
+    """Run until `stop` is set: the pipeline consumer, with its pool of spare children."""
+    await run_pipeline_worker(WORKER, settings, ExecutionWorker.builder(settings), stop, ready)

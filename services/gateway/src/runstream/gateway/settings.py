@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runstream.bus import DatabaseSettings
+from runstream.runtime import DatabaseSettings
 
 
 class GatewaySettings(DatabaseSettings):

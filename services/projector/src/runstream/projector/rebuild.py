@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
 
 import asyncpg
 import msgspec
 import structlog
 from nats.js import JetStreamContext
 
-from runstream.bus.ordered import OrderedReader, stream_identity
+from runstream.bus import Bus, OrderedReader, stream_identity
 from runstream.projector.projector import PROJECTOR_LOCK, Projector
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR, create_pool, migrate, validate_schema
 
@@ -42,10 +41,9 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def rebuild(
-    dsn: str, bus: Any, *, schema: str = "runstream", batch: int = BATCH
+    dsn: str, bus: Bus, *, schema: str = "runstream", batch: int = BATCH
 ) -> RebuildReport:
-    """Fold the whole stream of `bus` (.js, .stream, .subjects) into a fresh schema and
-    swap it in for `schema`."""
+    """Fold the whole stream of `bus` into a fresh schema and swap it in for `schema`."""
     return await rebuild_from(dsn, bus.js, bus.stream, bus.subjects.all, schema=schema, batch=batch)
 
 

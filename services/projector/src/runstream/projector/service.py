@@ -24,9 +24,10 @@ import time
 import structlog
 from pydantic_settings import SettingsConfigDict
 
-from runstream.bus import Bus, DatabaseSettings
+from runstream.bus import Bus
 from runstream.bus.ordered import OrderedReader, stream_identity
 from runstream.projector.projector import OutOfOrder, Projector, StreamMismatch
+from runstream.runtime import DatabaseSettings
 from runstream.store import open_store
 from runstream.telemetry import PROJECTOR_CHECKPOINT, PROJECTOR_FAULTS, batch_span
 

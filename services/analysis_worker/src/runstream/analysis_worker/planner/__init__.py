@@ -5,7 +5,6 @@ from runstream.analysis_worker.planner.base import (
     Plan,
     Planner,
     PlanningContext,
-    build_planner,
 )
 from runstream.analysis_worker.planner.errors import (
     PlannerError,
@@ -14,6 +13,7 @@ from runstream.analysis_worker.planner.errors import (
     PlannerUnavailable,
     UnanswerableQuestion,
 )
+from runstream.analysis_worker.planner.factory import build_planner
 
 __all__ = [
     "PLANNER_KINDS",

@@ -40,30 +40,3 @@ class Planner(Protocol):
 
 
 PLANNER_KINDS = ("rules", "openai")
-
-
-def build_planner(
-    kind: str,
-    *,
-    openai_base_url: str | None = None,
-    openai_model: str | None = None,
-    openai_api_key: str | None = None,
-    timeout_s: float = 30.0,
-) -> Planner:
-    """The planner named by settings (`rules` needs nothing; `openai` needs a URL and model)."""
-    if kind == "rules":
-        from runstream.analysis_worker.planner.rules import RulesPlanner
-
-        return RulesPlanner()
-    if kind == "openai":
-        from runstream.analysis_worker.planner.openai import OpenAIPlanner
-
-        if not openai_base_url or not openai_model:
-            raise ValueError("the openai planner needs openai_base_url and openai_model")
-        return OpenAIPlanner(
-            base_url=openai_base_url,
-            model=openai_model,
-            api_key=openai_api_key,
-            timeout_s=timeout_s,
-        )
-    raise ValueError(f"unknown planner {kind!r}; expected one of {', '.join(PLANNER_KINDS)}")

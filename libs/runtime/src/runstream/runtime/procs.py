@@ -1,7 +1,7 @@
 """Local processes for `runstream up`: finding binaries, ports, nats-server and Postgres.
 
-The same approach as the test harness (runstream.testing.servers), but asyncio-based and
-owned here: `up` must not depend on the testing library.
+Shared by `runstream up` (asyncio) and the test harness (runstream.testing.servers), so
+both find the same binaries the same way.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from runstream.bus.service import keep_running
+from runstream.runtime import keep_running
 from runstream.testing.servers import free_port
 
 JWT_SECRET = "test-secret-" + secrets.token_hex(24)

@@ -10,8 +10,8 @@ from typing import TypeVar
 
 import structlog
 
-from runstream.bus.config import ServiceSettings
 from runstream.bus.errors import exception_family, nats_unavailable
+from runstream.runtime.settings import ServiceSettings
 from runstream.telemetry import configure_logging, configure_tracing, serve_metrics
 
 S = TypeVar("S", bound=ServiceSettings)
