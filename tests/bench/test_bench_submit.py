@@ -242,7 +242,7 @@ async def test_bench_projector_events_folded_per_second(bench_env: BenchEnv) -> 
 
     async with Bus.connect(bench_env.bus_settings(), name="bench-publisher") as bus:
         await bus.provision()
-        await bus.publish_many(sessions)
+        await asyncio.gather(*(bus.publish(e) for e in sessions))
         # One task per session: its analyses in order; sessions interleave in the stream.
         by_session = [analyses[i : i + 4] for i in range(0, len(analyses), 4)]
         gate = asyncio.Semaphore(64)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -187,10 +186,6 @@ class Bus:
         )
         EVENTS_PUBLISHED.labels(type_of(event)).inc()
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
-
-    async def publish_many(self, events: list[Event]) -> list[Published]:
-        """Publish unguarded events concurrently, in order of acknowledgement per subject."""
-        return list(await asyncio.gather(*(self.publish(e) for e in events)))
 
     # --- reading back -----------------------------------------------------------------
     async def last_seq(self) -> int:

@@ -56,3 +56,16 @@ def json_schema() -> dict[str, Any]:
         **schema,
         "$defs": components,
     }
+
+
+# Values from a query or a data file, as plain JSON: dates and times in ISO 8601, decimals
+# as numbers, NaN and infinities as null, bytes in base64, durations in ISO 8601, and
+# anything else by its string form. One definition, so a sample row and a result row
+# never disagree on how a value looks.
+_safe_encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=str)
+_plain_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+def json_safe(value: Any) -> Any:
+    return _plain_decoder.decode(_safe_encoder.encode(value))
+

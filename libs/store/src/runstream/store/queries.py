@@ -320,14 +320,6 @@ class ReadModels:
         )
         return _rows(rows)
 
-    async def list_poison_events(self, *, limit: int = 100) -> list[dict[str, Any]]:
-        """Events the projector could not decode or fold (kept for a later rebuild)."""
-        rows = await self._pool.fetch(
-            "SELECT seq, subject, data, error, at FROM poison_events ORDER BY seq DESC LIMIT $1",
-            limit,
-        )
-        return _rows(rows)
-
     async def step_eta_ms(self, step: str) -> int | None:
         """The running mean duration of a step, the basis of every ETA (None before data)."""
         mean = await self._pool.fetchval("SELECT mean_ms FROM step_durations WHERE step = $1", step)

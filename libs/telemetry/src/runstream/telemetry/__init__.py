@@ -17,7 +17,6 @@ from runstream.telemetry.tracing import (
     consume_span,
     extract_context,
     inject_headers,
-    span,
     tracer,
 )
 
@@ -36,6 +35,5 @@ __all__ = [
     "inject_headers",
     "render_latest",
     "serve_metrics",
-    "span",
     "tracer",
 ]

@@ -72,12 +72,3 @@ def batch_span(name: str, headers: list[Mapping[str, str]], **attrs: Any) -> Ite
         name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs
     ) as sp:
         yield sp
-
-
-@contextmanager
-def span(name: str, **attrs: Any) -> Iterator[Any]:
-    with tracer().start_as_current_span(name) as sp:
-        for k, v in attrs.items():
-            if v is not None:
-                sp.set_attribute(k, v)
-        yield sp

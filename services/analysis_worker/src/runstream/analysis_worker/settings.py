@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from runstream.pipeline import WorkerSettings
 
 
@@ -9,7 +11,7 @@ class AnalysisWorkerSettings(WorkerSettings):
     planner: str = "rules"  # "rules" | "openai"
     openai_base_url: str | None = None
     openai_model: str | None = None
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None  # never printed: repr shows **********
     planner_timeout_s: float = 30.0
     durable: str = "analysis-worker"
     # Handlers mostly wait (NATS round trips, the planner's HTTP call): 16 in flight

@@ -128,7 +128,8 @@ class AnalysisWorker:
             settings.planner,
             openai_base_url=settings.openai_base_url,
             openai_model=settings.openai_model,
-            openai_api_key=settings.openai_api_key,
+            openai_api_key=(settings.openai_api_key.get_secret_value()
+                            if settings.openai_api_key else None),
             timeout_s=settings.planner_timeout_s,
         )
         # Datasets are immutable under their object name, so their profile never goes stale.

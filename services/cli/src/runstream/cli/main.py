@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from runstream.cli.durations import parse_duration
-from runstream.cli.settings import CliSettings, load_settings
+from runstream.cli.settings import CliSettings, child_env, load_settings
 from runstream.cli.tokens import make_token, resolve_secret
 
 app = typer.Typer(
@@ -107,7 +107,9 @@ def token(
         lifetime = parse_duration(ttl)
     except ValueError as exc:
         _fail(str(exc), 2)
-    secret = resolve_secret(settings.jwt_secret, settings.data_dir)
+    secret = resolve_secret(
+        settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+        settings.data_dir)
     if not secret:
         _fail(
             "no secret: set RUNSTREAM_JWT_SECRET or run `runstream up` "
@@ -116,12 +118,12 @@ def token(
     typer.echo(make_token(secret, sub, lifetime, issuer=settings.jwt_issuer))  # type: ignore[arg-type]
 
 
-def _exec_module(module: str, *args: str) -> None:
+def _exec_module(module: str, *args: str, env: dict[str, str] | None = None) -> None:
     from runstream.cli.up import has_main
 
     if not has_main(module):
         _fail(f"{module} is not installed here (no {module}.__main__)")
-    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+    os.execve(sys.executable, [sys.executable, "-m", module, *args], env or dict(os.environ))
 
 
 @app.command()
@@ -215,9 +217,9 @@ def cleanup(
 @app.command()
 def rebuild(data_dir: DataDir = None) -> None:
     """Fold the whole stream into a fresh schema and swap it in (the projector's rebuild)."""
-    _settings(data_dir)  # dev.env fills in the environment the projector reads
-    # The projector owns rebuilding: run its command, as `gateway` runs the gateway's.
-    _exec_module("runstream.projector", "rebuild")
+    # The projector owns rebuilding: run its command, as `gateway` runs the gateway's,
+    # with what dev.env says about the stack `up` started.
+    _exec_module("runstream.projector", "rebuild", env=child_env(_settings(data_dir)))
 
 
 @app.command()

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dotenv import dotenv_values
+from pydantic import SecretStr
+
 from runstream.runtime import DatabaseSettings
 
 DEFAULT_DATA_DIR = Path(".runstream")
 
 
 class CliSettings(DatabaseSettings):
-    jwt_secret: str | None = None
+    jwt_secret: SecretStr | None = None  # never printed: repr shows **********
     jwt_issuer: str = "runstream"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -27,28 +30,19 @@ class CliSettings(DatabaseSettings):
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines; blank lines and # comments are skipped."""
-    values: dict[str, str] = {}
-    if not path.exists():
-        return values
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip()
-    return values
+    """The KEY=value lines of a dotenv file (what `up` writes), {} when it is absent."""
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def load_settings(data_dir: Path | None = None, *, use_dev_env: bool = True) -> CliSettings:
     """Settings from the environment, with `dev.env` filling in what the environment lacks."""
     directory = data_dir or Path(os.environ.get("RUNSTREAM_DATA_DIR") or DEFAULT_DATA_DIR)
-    if use_dev_env:
-        for key, value in read_env_file(directory / "dev.env").items():
-            if key.startswith("RUNSTREAM_") and key not in os.environ:
-                if key == "RUNSTREAM_DATABASE_URL" and os.environ.get("DATABASE_URL"):
-                    continue
-                os.environ[key] = value
-    settings = CliSettings()
+    env_file = directory / "dev.env" if use_dev_env else None
+    settings = CliSettings(_env_file=env_file)  # type: ignore[call-arg]
     settings.data_dir = directory
     return settings
+
+
+def child_env(settings: CliSettings) -> dict[str, str]:
+    """The environment for a service the CLI runs: its own, over what `dev.env` says."""
+    return {**read_env_file(settings.data_dir / "dev.env"), **os.environ}

@@ -54,10 +54,6 @@ def has_main(module: str) -> bool:
         return False
 
 
-def available_services() -> list[tuple[str, str]]:
-    return [(label, module) for label, module in SERVICES if has_main(module)]
-
-
 def sample_dataset_path() -> Path:
     return Path(str(resources.files("runstream.cli") / "data" / "sample_sales.csv"))
 
@@ -138,14 +134,14 @@ class Stack:
 
     # --- services -------------------------------------------------------------------
     def start_services(self, env: dict[str, str]) -> None:
-        found = available_services()
-        missing = [label for label, module in SERVICES if (label, module) not in found]
-        for label, module in found:
+        missing = [label for label, module in SERVICES if not has_main(module)]
+        if missing:  # a CLI-only install: `up` needs the whole stack
+            raise RuntimeError(f"runstream up needs every service installed; missing: "
+                               f"{', '.join(missing)} (uv sync --all-packages)")
+        for label, module in SERVICES:
             child = Child(label, [sys.executable, "-m", module], env, self.out)
             child.start()
             self.children.append(child)
-        if missing:
-            self.say(f"not installed yet, not started: {', '.join(missing)}")
 
     async def wait_ready(self, url: str) -> bool:
         loop = asyncio.get_running_loop()
@@ -197,7 +193,8 @@ class Stack:
         nats_url = await self.start_nats()
         dsn = await self.start_postgres()
         await self.prepare(nats_url, dsn)
-        secret = s.jwt_secret or ensure_secret(self.data_dir)
+        secret = (s.jwt_secret.get_secret_value() if s.jwt_secret
+                  else ensure_secret(self.data_dir))
         token = make_token(secret, "dev", issuer=s.jwt_issuer)
         env = child_env(
             RUNSTREAM_NATS_URL=nats_url,

@@ -9,21 +9,18 @@ it one SELECT and DuckDB refuses configuration changes after `lock_configuration
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import json
-import math
 import os
 import re
 import resource
 import signal
 import sys
 import time
-import uuid
 from typing import Any
 
 import duckdb
+
+from runstream.contracts import json_safe
 
 MiB = 1024 * 1024
 RESULT_TABLE = "__rs_result"
@@ -173,7 +170,7 @@ def execute(con: duckdb.DuckDBPyConnection, query: str, max_rows: int) -> dict[s
     con.execute(f"CREATE TEMP TABLE {RESULT_TABLE} AS {query}\n")
     (total,) = con.execute(f"SELECT count(*) FROM {RESULT_TABLE}").fetchone()  # type: ignore[misc]
     rows = con.execute(f"SELECT * FROM {RESULT_TABLE} LIMIT {max_rows}").fetchall()
-    safe = [[json_safe(v) for v in row] for row in rows]
+    safe = json_safe(rows)
     return {
         "columns": [{"name": n, "type": t} for n, t in zip(names, types, strict=True)],
         "rows": safe,
@@ -181,28 +178,6 @@ def execute(con: duckdb.DuckDBPyConnection, query: str, max_rows: int) -> dict[s
         "truncated": int(total) > len(safe),
         "markdown": markdown(names, safe, int(total)),
     }
-
-
-def json_safe(v: Any) -> Any:
-    if v is None or isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, decimal.Decimal):
-        return float(v) if v.is_finite() else None
-    if isinstance(v, dt.datetime | dt.date | dt.time):
-        return v.isoformat()
-    if isinstance(v, dt.timedelta):
-        return v.total_seconds()
-    if isinstance(v, uuid.UUID):
-        return str(v)
-    if isinstance(v, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(v)).decode("ascii")
-    if isinstance(v, dict):
-        return {str(k): json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [json_safe(x) for x in v]
-    return str(v)
 
 
 def markdown(names: list[str], rows: list[list[Any]], total: int) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import decimal
 import os
 import tempfile
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from runstream.contracts import Column
+from runstream.contracts import Column, json_safe
 
 PARQUET_MAGIC = b"PAR1"
 SAMPLE_ROWS = 5
@@ -42,22 +40,6 @@ def detect_format(data: bytes, declared: str | None, content_type: str | None) -
     return "csv"
 
 
-def json_safe(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    return value
-
-
 def _inspect(data: bytes, fmt: str) -> Inspected:
     fd, path = tempfile.mkstemp(suffix=f".{fmt}")
     try:
@@ -82,7 +64,7 @@ def _inspect(data: bytes, fmt: str) -> Inspected:
         os.unlink(path)
     return Inspected(
         format=fmt, columns=columns, row_count=int(count[0] if count else 0),
-        sample_rows=[[json_safe(v) for v in row] for row in sample],
+        sample_rows=json_safe(sample),
     )
 
 
