@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import sys
 import tomllib
 from collections import defaultdict
@@ -226,3 +227,19 @@ def test_each_package_declares_exactly_what_it_imports(package: str) -> None:
     assert imported - declared == set(), f"imported but not declared: {imported - declared}"
     unused = declared - imported - DATA_DEPENDENCIES
     assert unused == set(), f"declared but never imported: {unused}"
+
+
+_LOG_CALL = re.compile(
+    r'(?:log|logger|self\.log)\.(?:debug|info|warning|error|exception)\(\s*"([^"]+)"')
+_LOG_NAME = re.compile(r"^[a-z]+(?:_[a-z]+)*\.[a-z]+(?:_[a-z]+)*$")
+
+
+def test_log_events_are_named_component_dot_event() -> None:
+    """One naming style for every log event: `projector.batch`, `consumer.started`."""
+    odd = []
+    for path in _packages().values():
+        for file in _modules(path).values():
+            for name in _LOG_CALL.findall(file.read_text()):
+                if not _LOG_NAME.match(name):
+                    odd.append(f"{file.relative_to(ROOT)}: {name}")
+    assert not odd, "\n".join(odd)

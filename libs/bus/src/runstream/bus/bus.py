@@ -93,18 +93,18 @@ class Bus:
         hooks: list[Callable[[], None]] = []
 
         async def on_disconnect() -> None:
-            log.warning("nats_disconnected")
+            log.warning("nats.disconnected")
 
         async def on_reconnect() -> None:
-            log.info("nats_reconnected")
+            log.info("nats.reconnected")
             for hook in list(hooks):
                 try:
                     hook()
                 except Exception:
-                    log.exception("nats_reconnect_hook_failed")
+                    log.exception("nats.reconnect_hook_failed")
 
         async def on_error(exc: Exception) -> None:
-            log.warning("nats_error", error=str(exc))
+            log.warning("nats.error", error=str(exc))
 
         nc = await nats.connect(
             settings.url,

@@ -163,7 +163,7 @@ class MessageConsumer(_Runner):
 
     async def run(self, stop: asyncio.Event) -> None:
         psub = await self._subscribe()
-        self.log.info("consumer_started", filters=self.spec.filter_subjects,
+        self.log.info("consumer.started", filters=self.spec.filter_subjects,
                       concurrency=self.spec.concurrency)
         try:
             while not stop.is_set():
@@ -186,11 +186,11 @@ class MessageConsumer(_Runner):
                 for task in late:
                     task.cancel()
                 if late:
-                    self.log.warning("consumer_stop_cancelled", handlers=len(late))
+                    self.log.warning("consumer.stop_cancelled", handlers=len(late))
                     await asyncio.wait(late, timeout=5.0)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
-            self.log.info("consumer_stopped")
+            self.log.info("consumer.stopped")
 
     async def _heartbeat(self, msg: Msg) -> None:
         interval = max(0.5, self.spec.ack_wait_s / 3)
@@ -228,12 +228,12 @@ class MessageConsumer(_Runner):
                     outcome = "retry"
                     delay = exc.delay if exc.delay is not None else self.spec.nak_delay(
                         delivery.num_delivered)
-                    self.log.warning("delivery_retry", reason=exc.reason, delay=delay,
+                    self.log.warning("delivery.retry", reason=exc.reason, delay=delay,
                                      delivered=delivery.num_delivered)
                     await msg.nak(delay=delay)
                 except Reject as exc:
                     outcome = "reject"
-                    self.log.error("delivery_rejected", reason=exc.reason)
+                    self.log.error("delivery.rejected", reason=exc.reason)
                     await msg.term()
                 except asyncio.CancelledError:
                     outcome = "cancelled"
@@ -242,7 +242,7 @@ class MessageConsumer(_Runner):
                     raise
                 except Exception:
                     outcome = "error"
-                    self.log.exception("delivery_failed", delivered=delivery.num_delivered)
+                    self.log.exception("delivery.failed", delivered=delivery.num_delivered)
                     await msg.nak(delay=self.spec.nak_delay(delivery.num_delivered))
         finally:
             beat.cancel()
@@ -279,7 +279,7 @@ async def watch_max_deliveries(
         try:
             adv = _advisory_decoder.decode(msg.data)
         except msgspec.DecodeError:
-            log.warning("bad_advisory")
+            log.warning("consumer.bad_advisory")
             return
         try:
             raw = await bus.get_msg(adv.stream_seq)
@@ -288,6 +288,6 @@ async def watch_max_deliveries(
         try:
             await on_exhausted(adv, raw)
         except Exception:
-            log.exception("dead_letter_handler_failed", stream_seq=adv.stream_seq)
+            log.exception("dead_letter.handler_failed", stream_seq=adv.stream_seq)
 
     return await bus.nc.subscribe(subject, cb=cb)

@@ -51,7 +51,7 @@ async def settle_dead_letter(
         "failed", error=ErrorInfo(code="max_deliveries", message=text, step=step),
         dead_letter=dead_letter,
     )
-    logger.warning("dead_lettered", consumer=dead_letter.consumer,
+    logger.warning("dead_letter.settled", consumer=dead_letter.consumer,
                    stream_seq=dead_letter.stream_seq, message_id=event.message_id)
     return True
 
@@ -59,12 +59,12 @@ async def settle_dead_letter(
 async def on_max_deliveries(bus: Bus, adv: MaxDeliveries, raw: Any) -> None:
     """A `watch_max_deliveries` callback for the pipeline consumers."""
     if raw is None:
-        logger.warning("dead_letter_aged_out", consumer=adv.consumer, stream_seq=adv.stream_seq)
+        logger.warning("dead_letter.aged_out", consumer=adv.consumer, stream_seq=adv.stream_seq)
         return
     try:
         event = decode(raw.data or b"")
     except Exception:
-        logger.warning("dead_letter_undecodable", stream_seq=adv.stream_seq)
+        logger.warning("dead_letter.undecodable", stream_seq=adv.stream_seq)
         return
     await settle_dead_letter(bus, event, DeadLetter(
         consumer=adv.consumer, stream_seq=adv.stream_seq, deliveries=adv.deliveries,

@@ -68,7 +68,7 @@ class MessageGuard:
             raise Stop("cancel requested")
         if await self.settled() is not None:
             raise Stop("already settled")
-        self.log.warning("lock_lost", holder=holder)
+        self.log.warning("lock.lost", holder=holder)
         await self.settle(
             "expired",
             error=ErrorInfo(code="lock_lost", message=f"the session lock is held by {holder}"),
@@ -104,7 +104,7 @@ class MessageGuard:
                 except NotLockHolder:
                     return  # the next check() decides what that means
                 except Exception:
-                    self.log.warning("lock_renew_failed", exc_info=True)
+                    self.log.warning("lock.renew_failed", exc_info=True)
 
         task = asyncio.create_task(loop())
         try:

@@ -75,7 +75,7 @@ def decoded(delivery: Delivery, kind: type[E]) -> E | None:
     try:
         event = delivery.event
     except DecodeError:
-        logger.warning("undecodable_event_skipped")
+        logger.warning("pipeline.undecodable_event_skipped")
         return None
     return event if isinstance(event, kind) else None
 
@@ -100,7 +100,7 @@ async def dispatch(
     try:
         await action(event, guard, steps)
     except Stop as stop:
-        logger.info("work_stopped", kind=kind.__name__, reason=stop.reason)
+        logger.info("pipeline.work_stopped", kind=kind.__name__, reason=stop.reason)
 
 
 Build = Callable[[Bus, AsyncExitStack], Awaitable[list[Consumer]]]

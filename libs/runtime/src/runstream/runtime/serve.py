@@ -59,7 +59,7 @@ async def keep_running(
                 attempt = 0
             delay = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
             attempt += 1
-            log.warning("service_restarting", error=type(exc).__name__, detail=str(exc)[:200],
+            log.warning("service.restarting", error=type(exc).__name__, detail=str(exc)[:200],
                         delay_s=delay, attempt=attempt)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)

@@ -225,7 +225,7 @@ class ChartWorker:
             try:
                 chart = await self.draw(task, result)
             except Exception as exc:  # a chart never fails the analysis
-                logger.warning("chart_failed", exc_info=True)
+                logger.warning("chart.failed", exc_info=True)
                 await task.failed(str(exc) or type(exc).__name__)
                 await steps.log("chart", f"No chart: {exc}", level="warning", key="no-chart")
                 chart = None
@@ -262,7 +262,7 @@ class ChartWorker:
         except ChartCancelledSignal:
             await task.cancelled()
         except Exception as exc:
-            logger.warning("chart_task_failed", exc_info=True)
+            logger.warning("chart.task_failed", exc_info=True)
             await task.failed(str(exc) or type(exc).__name__)
 
     async def task_exhausted(self, _: Bus, adv: MaxDeliveries, raw: Any) -> None:

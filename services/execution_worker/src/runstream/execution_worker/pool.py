@@ -137,7 +137,7 @@ class SparePool:
         try:
             proc = await self._spawn()
         except Exception as exc:  # e.g. out of pids or fds: the next take starts its own
-            logger.warning("sandbox_spare_start_failed", error=repr(exc))
+            logger.warning("sandbox.spare_start_failed", error=repr(exc))
             return
         finally:
             if task is not None:
@@ -161,7 +161,7 @@ class SparePool:
             for spare in expired:
                 self._ready.remove(spare)
             for spare in expired:
-                logger.debug("sandbox_spare_reaped", pid=spare.proc.pid)
+                logger.debug("sandbox.spare_reaped", pid=spare.proc.pid)
                 await kill_child(spare.proc)
             # Not replaced here: an idle worker gives the memory back; the next take refills.
             due = min((s.since + self.idle_s for s in self._ready), default=None)

@@ -186,7 +186,7 @@ class ExecutionWorker:
 
             def on_start(pid: int) -> None:
                 self.children[mid] = pid
-                logger.info("sandbox_started", pid=pid)
+                logger.info("sandbox.started", pid=pid)
 
             reports: list[asyncio.Task[None]] = []
 

@@ -48,7 +48,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 settings=settings, bus=bus, sessions=SessionAggregate(bus),
                 models=store.read_models, hub=hub, tokens=tokens,
             )
-            logger.info("gateway_ready", stream=bus.stream, prefix=settings.prefix)
+            logger.info("gateway.ready", stream=bus.stream, prefix=settings.prefix)
             try:
                 yield
             finally:

@@ -144,7 +144,7 @@ def http_handler(req: Request[Any, Any, Any], exc: HTTPException) -> Response[An
         return _respond(503, body("unavailable", str(exc.detail), {"dependency": "gateway"}),
                         retry_after("gateway"))
     if status >= 500:
-        logger.error("http_error", path=req.url.path, status=status, detail=str(exc.detail))
+        logger.error("http.error", path=req.url.path, status=status, detail=str(exc.detail))
         return _respond(status, body("server_error", "internal error"))
     code = {405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
             429: "rate_limited"}.get(status, "bad_request")
@@ -155,12 +155,12 @@ def unexpected_handler(req: Request[Any, Any, Any], exc: Exception) -> Response[
     dependency = unavailable_dependency(exc)
     if dependency is not None:
         # An outage, not a bug: one line, no traceback, and the client is told to retry.
-        logger.warning("dependency_unavailable", path=req.url.path, dependency=dependency,
+        logger.warning("http.dependency_unavailable", path=req.url.path, dependency=dependency,
                        error=type(exc).__name__, detail=str(exc)[:200])
         name = {"postgres": "Postgres", "nats": "NATS"}.get(dependency, "a dependency")
         return api_error_handler(req, unavailable(
             dependency, f"{name} is unavailable right now; try again shortly"))
-    logger.exception("unhandled_error", path=req.url.path, error=type(exc).__name__)
+    logger.exception("http.unhandled_error", path=req.url.path, error=type(exc).__name__)
     return _respond(HTTP_500_INTERNAL_SERVER_ERROR, body("server_error", "internal error"))
 
 

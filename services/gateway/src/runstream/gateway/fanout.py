@@ -187,12 +187,12 @@ class Hub:
                 await self._heal(await self.bus.last_seq())
             except Exception as exc:
                 if unavailable_dependency(exc) is None:
-                    logger.exception("fanout_catch_up_failed")
+                    logger.exception("fanout.catch_up_failed")
                     return
                 self._resync_wanted = True  # JetStream is not back yet: again, later
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        logger.info("fanout_caught_up", position=self.position)
+        logger.info("fanout.caught_up", position=self.position)
 
     async def _heal(self, upto: int) -> None:
         """Fetch (position, upto] from JetStream after a lost live message."""

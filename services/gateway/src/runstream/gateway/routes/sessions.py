@@ -66,7 +66,7 @@ async def _attach_sample(g: Gateway, sid: str) -> int | None:
             try:
                 data = await asyncio.to_thread(path.read_bytes)
             except OSError:
-                logger.warning("sample_dataset_missing", path=str(path))
+                logger.warning("gateway.sample_dataset_missing", path=str(path))
                 return None
             digest = hashlib.sha256(data).hexdigest()[:16]
             fmt = detect_format(data, None, None)

@@ -48,7 +48,7 @@ def _sse(items: AsyncIterator[Item], g: Gateway) -> Stream:
             dependency = unavailable_dependency(exc)
             if dependency is None:
                 raise
-            logger.warning("stream_ended_dependency_unavailable", dependency=dependency,
+            logger.warning("stream.ended_dependency_unavailable", dependency=dependency,
                            error=type(exc).__name__)
             yield b": %s unavailable, reconnect\n\n" % dependency.encode()
 
@@ -166,7 +166,7 @@ async def session_ws(socket: WebSocket[Any, Any, Any], session_id: FromPath[str]
         dependency = unavailable_dependency(exc)
         if dependency is None:
             raise
-        logger.warning("stream_ended_dependency_unavailable", dependency=dependency,
+        logger.warning("stream.ended_dependency_unavailable", dependency=dependency,
                        error=type(exc).__name__)
         with contextlib.suppress(Exception):  # 1013: try again later; resume with after_seq
             await socket.close(code=1013, reason=f"{dependency} unavailable")
