@@ -285,7 +285,8 @@ class ChartWorker:
 def summarize(result: ExecutionCompleted, chart: ChartCompleted | None) -> str:
     """One line for the chat: the answer's size, or the value itself, and the chart."""
     if result.row_count == 1 and len(result.columns) == 1 and result.rows:
-        head = f"{result.columns[0].name} = {result.rows[0][0]}"
+        shown = result.display_rows[0][0] if result.display_rows else result.rows[0][0]
+        head = f"{result.columns[0].name} = {shown}"
     else:
         head = f"{result.row_count} row{'s' if result.row_count != 1 else ''}"
     if chart is None or chart.kind == "none":
