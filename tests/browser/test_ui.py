@@ -1,8 +1,11 @@
 """The web UI in a real browser: a whole stack in process, Chromium driven from Node.
 
 The scenario (tests/browser/ui.spec.mjs): sign in, create a session, upload a CSV, ask,
-see steps live, reload mid-analysis and get the earlier logs back, see the table and the
-chart, then see the unread dot of another session that finished in the background.
+see steps live, reload mid-analysis and get the earlier logs back, see the interpretation,
+the table and the chart; ask for revenue by region and product and see grouped bars with a
+legend and numbers in their display form; ask for the total and see a big-number card;
+then see the unread dot of another session that finished in the background. Screenshots
+go to test-artifacts/.
 Skipped, loudly, when Node or Chromium is missing and cannot be installed.
 """
 
@@ -23,22 +26,29 @@ pytestmark = pytest.mark.browser
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SPEC = HERE / "ui.spec.mjs"
-SCREENSHOT = ROOT / "test-artifacts" / "ui-finished.png"
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "ui-finished.png"
+SCREENSHOTS = [SCREENSHOT, ARTIFACTS / "ui-two-dimensions.png", ARTIFACTS / "ui-number-card.png"]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Extra time the sandboxed query takes, so that "reload mid-analysis" is not a race.
 EXECUTION_DELAY_S = 3.0
 SPEC_TIMEOUT_S = 240.0
 
-SALES_CSV = """region,revenue
-North,120
-South,80
-North,100
-East,95
-South,60
-East,105
-West,70
-West,90
-"""
+REGIONS = ("North", "South", "East", "West")
+PRODUCTS = ("Widget", "Gadget", "Gizmo")
+
+
+def _sales() -> tuple[str, float]:
+    """A sample-like CSV (one row per order) and its total revenue, computed here."""
+    lines = ["order_date,region,product,units,revenue"]
+    total = 0.0
+    for i in range(36):
+        region, product = REGIONS[i % 4], PRODUCTS[i % 3]
+        revenue = round(180 + (i * 53 % 97) * 7.35, 2)
+        total += revenue
+        lines.append(f"2024-{1 + i % 6:02d}-{1 + i % 27:02d},{region},{product},{1 + i % 5},"
+                     f"{revenue:.2f}")  # fmt: skip
+    return "\n".join(lines) + "\n", total
 
 
 def _skip(reason: str) -> None:
@@ -128,9 +138,12 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
 ) -> None:
     slowed = _slow_down_execution(monkeypatch, EXECUTION_DELAY_S)
     csv_path = tmp_path / "sales.csv"
-    csv_path.write_text(SALES_CSV)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    SCREENSHOT.unlink(missing_ok=True)
+    text, total = _sales()
+    csv_path.write_text(text)
+    assert not float(total).is_integer(), "the card's two decimals are part of the check"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for shot in SCREENSHOTS:
+        shot.unlink(missing_ok=True)
 
     async with stack_factory(workers=True) as stack:
         env = {
@@ -139,6 +152,7 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
             "RUNSTREAM_TOKEN": stack.token("alice"),
             "RUNSTREAM_CSV": str(csv_path),
             "RUNSTREAM_SCREENSHOT": str(SCREENSHOT),
+            "RUNSTREAM_EXPECT_TOTAL": f"{total:,.2f}",
             "RUNSTREAM_REQUIRE_MID_ANALYSIS": "1" if slowed else "0",
             "CHROMIUM": CHROMIUM,
         }
@@ -161,5 +175,6 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
 
     print(output.decode(errors="replace"))
     assert proc.returncode == 0, f"the browser scenario failed (exit {proc.returncode})"
-    assert SCREENSHOT.exists() and SCREENSHOT.stat().st_size > 0
-    print(f"screenshot of the finished analysis: {SCREENSHOT}")
+    for shot in SCREENSHOTS:
+        assert shot.exists() and shot.stat().st_size > 0, shot
+        print(f"screenshot: {shot}")

@@ -1,12 +1,15 @@
 // Drives the Runstream web UI in the machine's Chromium (playwright-core, no download).
 //
 // Environment: RUNSTREAM_URL, RUNSTREAM_TOKEN (an access token), RUNSTREAM_CSV (a small
-// region,revenue file), RUNSTREAM_SCREENSHOT (where the finished analysis is saved),
-// RUNSTREAM_REQUIRE_MID_ANALYSIS=1 to insist that the reload happened mid-analysis,
-// CHROMIUM (default /usr/bin/chromium). Exits 0 on success, 1 with a reason otherwise.
+// sales file with region, product and revenue columns), RUNSTREAM_SCREENSHOT (where the
+// finished analysis is saved; the two-dimension chart and the number card are saved
+// beside it), RUNSTREAM_EXPECT_TOTAL (optional: the total revenue as the card must show
+// it, e.g. "12,345.60"), RUNSTREAM_REQUIRE_MID_ANALYSIS=1 to insist that the reload
+// happened mid-analysis, CHROMIUM (default /usr/bin/chromium). Exits 0 on success, 1 with
+// a reason otherwise.
 
 import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { chromium } from "playwright-core";
 
 const URL = env("RUNSTREAM_URL");
@@ -14,7 +17,15 @@ const TOKEN = env("RUNSTREAM_TOKEN");
 const CSV = env("RUNSTREAM_CSV");
 const SCREENSHOT = env("RUNSTREAM_SCREENSHOT");
 const REQUIRE_MID = process.env.RUNSTREAM_REQUIRE_MID_ANALYSIS === "1";
+const EXPECT_TOTAL = process.env.RUNSTREAM_EXPECT_TOTAL || "";
 const QUESTION = "average revenue by region";
+const SENTENCE = "Average of revenue for each region, largest first.";
+const TWO_DIMS = "total revenue by region and product";
+const TWO_DIMS_SENTENCE = "Sum of revenue for each region and product, largest first.";
+const TOTAL = "total revenue";
+const TOTAL_SENTENCE = "Sum of revenue.";
+// A display form: thousands separators, at most two decimals (never 29671.929999999997).
+const DISPLAY_NUMBER = /^-?\d{1,3}(,\d{3})*(\.\d{1,2})?$/;
 const STEP_TIMEOUT = 60_000;
 
 function env(name) {
@@ -54,11 +65,34 @@ async function newSessionWithData(page) {
 }
 
 async function ask(page, question) {
+  const cards = page.locator(sel("analysis"));
+  const before = await cards.count();
   await page.fill(sel("question-input"), question);
   await page.click(sel("ask"));
-  const card = page.locator(sel("analysis")).last();
-  await card.waitFor();
-  return card.getAttribute("data-message-id");
+  // The new card, not the last of the earlier ones.
+  await page.waitForFunction(([s, n]) => document.querySelectorAll(s).length > n,
+    [sel("analysis"), before]);
+  return cards.last().getAttribute("data-message-id");
+}
+
+async function completed(page, mid) {
+  await page.waitForSelector(`${analysis(mid)}[data-status="completed"]`);
+  const sentence = (await page.locator(`${analysis(mid)} ${sel("interpretation")}`)
+    .textContent()).trim();
+  return sentence;
+}
+
+async function saveCard(page, target, name) {
+  const path = join(dirname(SCREENSHOT), name);
+  // The composer sticks to the bottom of the list: out of the way while the card is shot.
+  const composer = page.locator(sel("composer"));
+  await composer.evaluate((el) => { el.style.visibility = "hidden"; });
+  try {
+    await page.locator(target).screenshot({ path });
+  } finally {
+    await composer.evaluate((el) => { el.style.visibility = ""; });
+  }
+  log(`screenshot: ${path}`);
 }
 
 const analysis = (mid) => `${sel("analysis")}[data-message-id="${mid}"]`;
@@ -144,6 +178,52 @@ async function main() {
     await page.locator(sel("user-message")).last().evaluate((el) => el.scrollIntoView());
     await page.screenshot({ path: SCREENSHOT, fullPage: false });
     log(`screenshot: ${SCREENSHOT}`);
+    const sentence = (await page.locator(`${analysis(mid)} ${sel("interpretation")}`)
+      .textContent()).trim();
+    if (sentence !== SENTENCE) fail(`interpretation ${JSON.stringify(sentence)}, not ${SENTENCE}`);
+    log(`interpretation above the table: ${sentence}`);
+
+    // Two dimensions: grouped bars coloured by one of them, with a legend; the table shows
+    // display forms (separators, two decimals at most).
+    const mid3 = await ask(page, TWO_DIMS);
+    const sentence3 = await completed(page, mid3);
+    if (sentence3 !== TWO_DIMS_SENTENCE) fail(`interpretation ${JSON.stringify(sentence3)}`);
+    const chart3 = `${analysis(mid3)} ${sel("chart")}[data-kind="bar"] svg`;
+    await page.waitForSelector(chart3);
+    const legend = page.locator(`${chart3} [aria-roledescription="legend"]`);
+    if (await legend.count() !== 1) fail("the two-dimension chart has no legend");
+    const legendLabel = await legend.getAttribute("aria-label");
+    if (!/titled '(Region|Product)'/.test(legendLabel || "")) {
+      fail(`the legend is not titled by a dimension: ${legendLabel}`);
+    }
+    const rows3 = await page.locator(`${analysis(mid3)} ${sel("result-table")} tbody tr`).count();
+    const bars = await page.locator(`${chart3} [aria-roledescription="bar"]`).count();
+    if (bars !== rows3) fail(`${bars} bars for ${rows3} result rows`);
+    const totals = await page.locator(`${analysis(mid3)} ${sel("result-table")} tbody tr`
+      + " td:last-child").allTextContents();
+    const bad = totals.filter((t) => !DISPLAY_NUMBER.test(t.trim()));
+    if (bad.length) fail(`numbers not in their display form: ${bad.join(", ")}`);
+    if (!totals.some((t) => t.includes(","))) fail(`no thousands separator in ${totals}`);
+    log(`two dimensions: ${bars} grouped bars, legend "${legendLabel}", totals like ${totals[0]}`);
+    // The chart alone: the whole card is taller than the message list's viewport.
+    await saveCard(page, `${analysis(mid3)} ${sel("chart")}`, "ui-two-dimensions.png");
+
+    // A single number is a big-number card, not a chart.
+    const mid4 = await ask(page, TOTAL);
+    const sentence4 = await completed(page, mid4);
+    if (sentence4 !== TOTAL_SENTENCE) fail(`interpretation ${JSON.stringify(sentence4)}`);
+    const value = page.locator(`${analysis(mid4)} ${sel("number-card")} ${sel("number-value")}`);
+    await value.first().waitFor();
+    const shownTotal = (await value.first().textContent()).trim();
+    if (!DISPLAY_NUMBER.test(shownTotal)) fail(`the card shows ${shownTotal}`);
+    if (EXPECT_TOTAL && shownTotal !== EXPECT_TOTAL) {
+      fail(`the card shows ${shownTotal}, the total is ${EXPECT_TOTAL}`);
+    }
+    if (await page.locator(`${analysis(mid4)} ${sel("chart")}`).count()) {
+      fail("a single number was drawn as a chart");
+    }
+    log(`number card: ${shownTotal}`);
+    await saveCard(page, analysis(mid4), "ui-number-card.png");
 
     // A second session analyzing in the background while the first is open.
     const second = await newSessionWithData(page);

@@ -87,6 +87,13 @@ async def test_a_question_is_answered_step_by_step_with_a_correct_result_and_a_c
         csv_text = (await c.get(f"/api/messages/{mid}/result.csv")).text
         parsed = list(csv.reader(io.StringIO(csv_text)))
         assert parsed[0] == names and len(parsed) == 1 + len(expected)
+        # The table shows cents; the CSV keeps every digit of the same number.
+        shown = {row[0]: row[1] for row in result["display_rows"]}
+        assert shown == {region: f"{mean:,.2f}" for region, mean in expected.items()}
+        assert [f["kind"] for f in result["formats"]] == ["text", "decimal"]
+        for region, value in parsed[1:]:
+            assert float(value) == pytest.approx(expected[region], rel=1e-12)
+        assert any(value != shown[region] for region, value in parsed[1:])
 
         # an ad-hoc chart of the same result, with an adjustment, streamed to its end
         task = await c.post(f"/api/messages/{mid}/charts",

@@ -16,7 +16,9 @@ from runstream.contracts import (
     ChartProgressed,
     ChartRequested,
     Column,
+    ColumnHint,
     ExecutionCompleted,
+    ResultShape,
     decode,
     new_id,
     utcnow,
@@ -116,3 +118,48 @@ async def test_a_chart_task_for_a_message_without_a_result_fails(bus: Bus):
         await delivery_of(bus, bus.subjects.chart(sid, tid, "chart_requested")))
     events = [e for e in await events_of(bus, sid) if getattr(e, "task_id", None) == tid]
     assert isinstance(events[-1], ChartFailed) and events[-1].code == "no_result"
+
+
+async def chart_step_events(bus: Bus, result: dict[str, Any]) -> list[Any]:
+    sid, mid = await locked_message(bus)
+    await bus.publish(ExecutionCompleted(event_id=new_id(), at=utcnow(), session_id=sid,
+                                         message_id=mid, **result))
+    delivery = await delivery_of(bus, bus.subjects.message(sid, mid, "execution_completed"))
+    await ChartWorker(bus, settings(bus)).handle(delivery)
+    return await events_of(bus, sid)
+
+
+async def test_a_single_number_is_a_card_and_the_summary_shows_its_display_form(bus: Bus):
+    events = await chart_step_events(bus, {
+        "columns": [Column(name="total_revenue", type="DOUBLE")],
+        "rows": [[29671.929999999997]], "row_count": 1,
+        "display_rows": [["29,671.93"]], "interpretation": "Sum of revenue.",
+        "shape": ResultShape(columns=[ColumnHint(name="total_revenue", role="measure")],
+                             value="total_revenue"),
+    })  # fmt: skip
+    [chart] = [e for e in events if isinstance(e, ChartCompleted)]
+    assert (chart.kind, chart.svg, chart.title) == ("number", None, "Sum of revenue")
+    assert chart.spec is not None and chart.spec["cards"][0]["display"] == "29,671.93"
+    settled = events[-1]
+    assert isinstance(settled, AnalysisSettled) and settled.status == "completed"
+    assert settled.summary == "total_revenue = 29,671.93"
+
+
+async def test_the_chart_step_draws_what_the_plan_says_with_its_interpretation(bus: Bus):
+    rows = [[r, p, 10.0 + i] for i, (r, p) in enumerate(
+        (r, p) for r in ("East", "West") for p in ("Gadget", "Widget", "Gizmo"))]
+    events = await chart_step_events(bus, {
+        "columns": [Column(name="region", type="VARCHAR"), Column(name="product", type="VARCHAR"),
+                    Column(name="total_revenue", type="DOUBLE")],
+        "rows": rows, "row_count": len(rows),
+        "interpretation": "Sum of revenue for each region and product.",
+        "shape": ResultShape(columns=[
+            ColumnHint(name="region", role="dimension"),
+            ColumnHint(name="product", role="dimension"),
+            ColumnHint(name="total_revenue", role="measure", agg="sum")],
+            value="total_revenue", order="label"),
+    })  # fmt: skip
+    [chart] = [e for e in events if isinstance(e, ChartCompleted)]
+    assert chart.kind == "bar" and chart.title == "Sum of revenue for each region and product"
+    assert chart.spec is not None and chart.spec["encoding"]["color"]["field"] == "region"
+    assert chart.svg is not None and 'aria-roledescription="legend"' in chart.svg

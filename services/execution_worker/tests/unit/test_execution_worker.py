@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from runstream.bus import Bus, Delivery, SessionAggregate, put_dataset, read_subject
 from runstream.contracts import (
+    EVENT_MAX_BYTES,
     AnalysisSettled,
     CancelRequested,
+    ColumnHint,
     DatasetRef,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionStarted,
     LogAppended,
+    ResultShape,
     ScriptGenerated,
     StepCompleted,
     StepFailed,
     StepStarted,
     decode,
+    encode,
     new_id,
     utcnow,
 )
@@ -51,7 +57,7 @@ async def locked_message(bus: Bus, ttl_s: float | None = None) -> tuple[str, str
     return sid, mid
 
 
-async def script_delivery(bus: Bus, sid: str, mid: str, sql: str) -> Delivery:
+async def script_delivery(bus: Bus, sid: str, mid: str, sql: str, **extra: Any) -> Delivery:
     await put_dataset(bus, f"obj-{sid}", CSV)
     await bus.publish(
         ScriptGenerated(
@@ -66,6 +72,7 @@ async def script_delivery(bus: Bus, sid: str, mid: str, sql: str) -> Delivery:
             dataset=DatasetRef(
                 dataset_id="d1", name="sales.csv", format="csv", object_name=f"obj-{sid}"
             ),
+            **extra,
         )
     )
     psub = await bus.js.pull_subscribe(
@@ -95,10 +102,46 @@ async def test_a_script_runs_in_the_sandbox_and_its_result_is_published(bus: Bus
     assert result.rows == [["North", 40], ["South", 20]] and result.row_count == 2
     assert [c.name for c in result.columns] == ["region", "total"]
     assert "North" in result.markdown
+    assert result.display_rows == [["North", "40"], ["South", "20"]]
     assert any(isinstance(e, StepCompleted) and e.step == "execute" for e in events)
     logs = [e.text for e in events if isinstance(e, LogAppended)]
     assert logs[0] == "Step 4/5: running the query…"
     assert not any(isinstance(e, AnalysisSettled) for e in events)
+
+
+async def test_the_result_carries_its_display_form_and_the_plans_reading(bus: Bus):
+    sid, mid = await locked_message(bus)
+    shape = ResultShape(columns=[
+        ColumnHint(name="region", role="dimension"),
+        ColumnHint(name="share", role="measure", percent=True),
+    ], value="share")  # fmt: skip
+    delivery = await script_delivery(
+        bus, sid, mid,
+        "SELECT region, 100.0 * sum(revenue) / (SELECT sum(revenue) FROM data) AS share "
+        "FROM data GROUP BY 1 ORDER BY 1",
+        interpretation="Share of revenue for each region.", shape=shape,
+    )  # fmt: skip
+    await ExecutionWorker(bus, settings(bus)).handle(delivery)
+    [result] = [e for e in await events_of(bus, sid) if isinstance(e, ExecutionCompleted)]
+    # 40 of 60 and 20 of 60, written out: 66.666…% and 33.333…%.
+    assert result.rows == [["North", pytest.approx(200 / 3)], ["South", pytest.approx(100 / 3)]]
+    assert result.display_rows == [["North", "66.7%"], ["South", "33.3%"]]
+    assert [f.kind for f in result.formats] == ["text", "percent"]
+    assert result.interpretation == "Share of revenue for each region."
+    assert result.shape == shape
+    assert "| North | 66.7% |" in result.markdown
+
+
+async def test_a_result_too_big_for_one_event_is_cut_and_marked_truncated(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(
+        bus, sid, mid, "SELECT i, repeat('x', 4000) AS t FROM range(400) AS r(i)"
+    )
+    await ExecutionWorker(bus, settings(bus)).handle(delivery)
+    [result] = [e for e in await events_of(bus, sid) if isinstance(e, ExecutionCompleted)]
+    assert result.row_count == 400 and result.truncated
+    assert 0 < len(result.rows) == len(result.display_rows) < 400
+    assert len(encode(result)) <= EVENT_MAX_BYTES
 
 
 async def test_a_failing_script_fails_the_step_and_settles_the_analysis_failed(bus: Bus):

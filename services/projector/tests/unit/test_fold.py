@@ -17,6 +17,7 @@ from runstream.contracts import (
     ChartRequested,
     ChartStarted,
     Column,
+    ColumnFormat,
     DatasetAttached,
     DeadLetter,
     ErrorInfo,
@@ -304,6 +305,36 @@ async def test_script_and_result_are_stored_on_the_assistant_message(
         "interpretation": "The number one.",
     }
     assert row["status"] == "pending"
+
+
+async def test_a_result_keeps_its_raw_rows_and_carries_their_display_form_beside_them(
+    fold: Fold, script: Script, pool: asyncpg.Pool
+) -> None:
+    req = script.requested()
+    mid = req.message_id
+    await fold(
+        script.created(),
+        req,
+        script.msg(
+            ExecutionCompleted,
+            mid,
+            columns=[Column(name="month", type="DATE"), Column(name="total", type="DOUBLE")],
+            rows=[["2023-01-01", 29671.929999999997]],
+            row_count=1,
+            formats=[
+                ColumnFormat(name="month", kind="date", grain="month"),
+                ColumnFormat(name="total", kind="decimal", decimals=2),
+            ],
+            display_rows=[["Jan 2023", "29,671.93"]],
+        ),
+    )
+    result = await pool.fetchval("SELECT result FROM messages WHERE message_id = $1", mid)
+    assert result["rows"] == [["2023-01-01", 29671.929999999997]]
+    assert result["display_rows"] == [["Jan 2023", "29,671.93"]]
+    assert result["formats"] == [
+        {"name": "month", "kind": "date", "decimals": 0, "grouping": True, "grain": "month"},
+        {"name": "total", "kind": "decimal", "decimals": 2, "grouping": True, "grain": None},
+    ]
 
 
 async def test_a_failed_execution_is_error_detail_until_the_analysis_settles(

@@ -36,8 +36,11 @@ class ChartProgressed(ChartEvent, frozen=True, kw_only=True, tag="chart_progress
 
 class ChartCompleted(ChartEvent, frozen=True, kw_only=True, tag="chart_completed"):
     chart_id: str
-    kind: str  # "bar" | "line" | "scatter" | "none"
+    kind: str  # "bar" | "line" | "scatter" | "number" | "none"
     title: str = ""
+    # Vega-Lite v5 for bar/line/scatter; for "number" (a big-number card, no SVG):
+    # {"cards": [{column, label, value, display, primary}], "context": [{column, label,
+    # display}]}.
     spec: dict[str, Any] | None = None
     svg: str | None = None
     duration_ms: int = 0

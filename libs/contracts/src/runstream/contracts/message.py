@@ -8,6 +8,7 @@ import msgspec
 
 from runstream.contracts.base import Column, Event, LogLevel
 from runstream.contracts.limits import LOG_TEXT_MAX_BYTES
+from runstream.contracts.result import ColumnFormat, ResultShape
 
 ExecutionErrorKind = Literal["sql", "timeout", "memory", "sandbox", "cancelled"]
 
@@ -80,6 +81,8 @@ class ScriptGenerated(MessageEvent, frozen=True, kw_only=True, tag="script_gener
     question: str = ""
     # One plain sentence of what the SQL computes, shown above the result.
     interpretation: str = ""
+    # What the result's columns will be (dimensions, grains, measures), when the planner knows.
+    shape: ResultShape | None = None
 
 
 class ExecutionStarted(MessageEvent, frozen=True, kw_only=True, tag="execution_started"):
@@ -94,6 +97,13 @@ class ExecutionCompleted(MessageEvent, frozen=True, kw_only=True, tag="execution
     markdown: str = ""
     duration_ms: int = 0
     question: str = ""
+    # Copied from script_generated, so a reader of the result needs no other event.
+    interpretation: str = ""
+    shape: ResultShape | None = None
+    # Per column, how it is displayed; and every row of `rows` in that display form
+    # (strings, null for null). `rows` keeps the raw values at full precision.
+    formats: list[ColumnFormat] = msgspec.field(default_factory=list)
+    display_rows: list[list[str | None]] = msgspec.field(default_factory=list)
 
 
 class ExecutionFailed(MessageEvent, frozen=True, kw_only=True, tag="execution_failed"):

@@ -225,6 +225,7 @@ class AnalysisWorker:
                 dataset=ctx.dataset,
                 question=request.question,
                 interpretation=plan.interpretation,
+                shape=plan.shape,
             )
         )
 

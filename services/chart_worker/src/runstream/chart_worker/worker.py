@@ -179,11 +179,19 @@ class ChartWorker:
         await task.started(eta_ms=int(self._mean_ms))
         await task.progressed(0, "choosing", 0, self._eta(began, 0))
         columns = [Column(name=c.name, type=c.type) for c in result.columns]
-        choice = choose_chart(columns, result.rows, adjustment=adjustment)
+        choice = choose_chart(
+            columns,
+            result.rows,
+            adjustment=adjustment,
+            shape=result.shape,
+            formats=result.formats,
+            display_rows=result.display_rows,
+            interpretation=result.interpretation,
+        )
         await task.progressed(30, "choosing", 100, self._eta(began, 0.3))
         await phase_gate()
         svg: str | None = None
-        if choice.spec is not None and choice.kind != "none":
+        if choice.spec is not None and choice.kind not in ("none", "number"):  # a card: no SVG
             await task.progressed(35, "rendering", 0, self._eta(began, 0.35))
             svg = await render_svg_async(choice.spec)
             await task.progressed(95, "rendering", 100, self._eta(began, 0.95))
@@ -285,11 +293,12 @@ class ChartWorker:
 def summarize(result: ExecutionCompleted, chart: ChartCompleted | None) -> str:
     """One line for the chat: the answer's size, or the value itself, and the chart."""
     if result.row_count == 1 and len(result.columns) == 1 and result.rows:
-        head = f"{result.columns[0].name} = {result.rows[0][0]}"
+        shown = result.display_rows[0][0] if result.display_rows else result.rows[0][0]
+        head = f"{result.columns[0].name} = {shown}"
     else:
         head = f"{result.row_count} row{'s' if result.row_count != 1 else ''}"
-    if chart is None or chart.kind == "none":
-        return head
+    if chart is None or chart.kind in ("none", "number"):
+        return head  # a number card says no more than the value itself
     title = chart.title or "the result"
     return f"{head}; {chart.kind} chart of {title}"
 

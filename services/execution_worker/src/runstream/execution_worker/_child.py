@@ -21,10 +21,10 @@ from typing import Any
 import duckdb
 
 from runstream.contracts import json_safe
+from runstream.execution_worker.display import markdown
 
 MiB = 1024 * 1024
 RESULT_TABLE = "__rs_result"
-MARKDOWN_ROWS = 50
 
 # DuckDB's own words for "the configuration refused this".
 _SANDBOX_MARKERS = (
@@ -178,26 +178,6 @@ def execute(con: duckdb.DuckDBPyConnection, query: str, max_rows: int) -> dict[s
         "truncated": int(total) > len(safe),
         "markdown": markdown(names, safe, int(total)),
     }
-
-
-def markdown(names: list[str], rows: list[list[Any]], total: int) -> str:
-    def cell(v: Any) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            v = round(v, 4)
-            return str(int(v)) if v.is_integer() and abs(v) < 1e15 else str(v)
-        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "| " + " | ".join(cell(n) for n in names) + " |",
-        "|" + "|".join(" --- " for _ in names) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows[:MARKDOWN_ROWS]]
-    if total > min(len(rows), MARKDOWN_ROWS):
-        lines.append(f"\n_{min(len(rows), MARKDOWN_ROWS)} of {total} rows shown._")
-    return "\n".join(lines)
 
 
 def _limit(which: int, soft: int, hard: int) -> None:

@@ -23,6 +23,9 @@ import structlog
 logger = structlog.get_logger()
 
 CHILD_MODULE = "runstream.execution_worker._child"
+# The child answers with one JSON line: the whole (row-capped) result. asyncio's default
+# line limit (64 KiB) would fail any wide result; the event limit cuts it down later.
+RESULT_LINE_MAX = 64 * 1024 * 1024
 
 Process = asyncio.subprocess.Process
 
@@ -37,6 +40,7 @@ async def spawn_child() -> Process:
         stderr=asyncio.subprocess.PIPE,
         env=_child_env(),
         start_new_session=True,
+        limit=RESULT_LINE_MAX,
     )
 
 

@@ -19,13 +19,16 @@ import structlog
 
 from runstream.bus import Bus, ConsumerSpec, Delivery, get_dataset
 from runstream.contracts import (
+    EVENT_MAX_BYTES,
     ErrorInfo,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionStarted,
     ScriptGenerated,
+    encode,
     utcnow,
 )
+from runstream.execution_worker.display import column_formats, display_rows, markdown
 from runstream.execution_worker.pool import SparePool
 from runstream.execution_worker.sandbox import (
     SandboxError,
@@ -146,19 +149,8 @@ class ExecutionWorker:
                 text=(f"{result.row_count} row(s){shown} in {result.duration_ms} ms"),
             )
         await steps.publish(
-            ExecutionCompleted(
-                event_id=steps.event_id("execute", "execution_completed"),
-                at=utcnow(),
-                session_id=script.session_id,
-                message_id=script.message_id,
-                attempt=script.attempt,
-                columns=result.columns,
-                rows=[list(r) for r in result.rows],
-                row_count=result.row_count,
-                truncated=result.truncated,
-                markdown=result.markdown,
-                duration_ms=result.duration_ms,
-                question=script.question,
+            completed_event(
+                script, result, event_id=steps.event_id("execute", "execution_completed")
             )
         )
 
@@ -252,6 +244,46 @@ class ExecutionWorker:
         await guard.settle(
             "failed", error=ErrorInfo(code=f"execution_{kind}", message=message, step="execute")
         )
+
+
+def completed_event(
+    script: ScriptGenerated, result: SandboxResult, *, event_id: str
+) -> ExecutionCompleted:
+    """The result with its display form, cut to fit one event if it must be.
+
+    The rows are halved until the encoded event fits (`truncated` then says so, and
+    `row_count` still counts them all), so a wide result never fails the analysis."""
+    names = [c.name for c in result.columns]
+    rows = [list(r) for r in result.rows]
+    formats = column_formats(result.columns, rows, script.shape)
+    shown = display_rows(formats, rows)
+    while True:
+        event = ExecutionCompleted(
+            event_id=event_id,
+            at=utcnow(),
+            session_id=script.session_id,
+            message_id=script.message_id,
+            attempt=script.attempt,
+            columns=result.columns,
+            rows=rows,
+            row_count=result.row_count,
+            truncated=result.truncated or len(rows) < len(result.rows),
+            markdown=markdown(names, shown, result.row_count),
+            duration_ms=result.duration_ms,
+            question=script.question,
+            interpretation=script.interpretation,
+            shape=script.shape,
+            formats=formats,
+            display_rows=shown,
+        )
+        if len(rows) <= 1 or len(encode(event)) <= EVENT_MAX_BYTES - _HEADROOM:
+            return event
+        keep = len(rows) // 2
+        rows, shown = rows[:keep], shown[:keep]
+
+
+# Room left under the limit for what a retry could add (a longer attempt id, a timestamp).
+_HEADROOM = 1024
 
 
 def _limits_dict(limits: SandboxLimits) -> dict[str, Any]:

@@ -275,6 +275,9 @@ async def fold_event(
                 "markdown": event.markdown,
                 "duration_ms": event.duration_ms,
             }
+            if event.display_rows:  # an older event has only the raw rows
+                result["formats"] = _builtins(event.formats)
+                result["display_rows"] = event.display_rows
             # The result says what it is: the plan's interpretation, when the script had one.
             await conn.execute(
                 f"""

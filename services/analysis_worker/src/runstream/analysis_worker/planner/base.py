@@ -6,7 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from runstream.contracts import Column
+from runstream.contracts import Column, ResultShape
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
@@ -17,6 +17,9 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     explanation: str
     planner: str
     chart_hint: str | None = None  # "bar" | "line" | "scatter" | None
+    # What the result's columns are (dimensions and grains, measures, percentages); None
+    # when the planner cannot say (free SQL from a model).
+    shape: ResultShape | None = None
 
 
 class PlanningContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -174,8 +174,8 @@ def _comparison(
     (m,) = spec.measures
     alias = measure_alias(m)
     first, second = period_sql(cmp.col, cmp.first), period_sql(cmp.col, cmp.second)
-    a_name = quote_ident(f"{alias}_{_slug(cmp.first.label)}")
-    b_name = quote_ident(f"{alias}_{_slug(cmp.second.label)}")
+    a_name = quote_ident(f"{alias}_{period_slug(cmp.first.label)}")
+    b_name = quote_ident(f"{alias}_{period_slug(cmp.second.label)}")
     a, b = measure_sql(m, first), measure_sql(m, second)
     if m.agg in ("sum", "count", "count_distinct"):
         a, b = f"coalesce({a}, 0)", f"coalesce({b}, 0)"  # no rows in a period: zero
@@ -213,5 +213,5 @@ def _order(spec: QuerySpec, dims: list[tuple[str, str, str]], key: str) -> list[
     return first + [f"{s} ASC" for j, s in enumerate(sorts) if j != i]
 
 
-def _slug(label: str) -> str:
+def period_slug(label: str) -> str:
     return "_".join(label.lower().split())

@@ -15,6 +15,7 @@ from runstream.analysis_worker.planner.lexicon import ColumnRef, Unreadable, col
 from runstream.analysis_worker.planner.parser import Parser
 from runstream.analysis_worker.planner.render import render_sql
 from runstream.analysis_worker.planner.schema import Schema, sample_values
+from runstream.analysis_worker.planner.shape import result_shape
 from runstream.analysis_worker.planner.spec import QuerySpec
 
 EXAMPLES = 3
@@ -57,6 +58,7 @@ def plan_question(ctx: PlanningContext) -> Plan:
         explanation=explanation,
         planner="rules",
         chart_hint="line" if spec.time_dim is not None else "bar" if spec.dims else None,
+        shape=result_shape(spec),
     )
 
 

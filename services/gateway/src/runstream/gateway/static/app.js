@@ -442,11 +442,13 @@ function applyFrame(type, ev, seq) {
       }
       break;
     case "script_generated":
-      m.script = { sql: ev.sql, explanation: ev.explanation, planner: ev.planner };
+      m.script = { sql: ev.sql, explanation: ev.explanation, planner: ev.planner,
+        interpretation: ev.interpretation };
       break;
     case "execution_completed":
       m.result = { columns: ev.columns, rows: ev.rows, row_count: ev.row_count,
-        truncated: ev.truncated, markdown: ev.markdown };
+        truncated: ev.truncated, markdown: ev.markdown, formats: ev.formats,
+        display_rows: ev.display_rows, interpretation: ev.interpretation || undefined };
       break;
     case "execution_failed":
       m.error = { code: ev.kind, message: ev.error };
@@ -456,14 +458,16 @@ function applyFrame(type, ev, seq) {
       m.chartTask = { task_id: ev.task_id, progress: ev.progress || 0,
         current_step: ev.current_step, eta_ms: ev.eta_ms, at: ev.at };
       break;
-    case "chart_completed":
+    case "chart_completed": {
       m.chartTask = null;
       m.charts = m.charts || [];
-      if (ev.svg && !m.charts.some((c) => c.chart_id === ev.chart_id)) {
+      const drawn = ev.svg || ev.kind === "number";  // a card has no SVG, only its numbers
+      if (drawn && !m.charts.some((c) => c.chart_id === ev.chart_id)) {
         m.charts.push({ chart_id: ev.chart_id, kind: ev.kind, title: ev.title, svg: ev.svg,
           spec: ev.spec });
       }
       break;
+    }
     case "chart_failed":
     case "chart_cancelled":
       m.chartTask = null;
@@ -628,13 +632,20 @@ function renderAnalysis(m) {
     card.append(h("div.alert", { testid: "analysis-cancelled" },
       m.summary || "The analysis was cancelled."));
   }
+  const sentence = interpretation(m);
+  if (sentence && (m.result || m.status === "completed")) {
+    card.append(h("p.interpretation", { testid: "interpretation" }, sentence));
+  }
+  // A one-number answer leads with its card; drawn charts follow the table.
+  const charts = m.charts || [];
+  for (const chart of charts) if (chart.kind === "number") card.append(renderCards(chart));
   if (m.result) card.append(renderResult(m));
   if (m.chartTask) {
     card.append(h("div.chart-pending.muted.small", { testid: "chart-progress" },
       `Drawing the chart… ${Math.round(m.chartTask.progress || 0)}%`));
   }
-  for (const chart of m.charts || []) {
-    const svg = chart.svg ? safeSvg(chart.svg) : null;
+  for (const chart of charts) {
+    const svg = chart.kind !== "number" && chart.svg ? safeSvg(chart.svg) : null;
     if (!svg) continue;
     // The server-rendered chart carries its own title; keep it for screen readers too.
     card.append(h("figure.chart", { testid: "chart", dataset: { kind: chart.kind || "" },
@@ -694,11 +705,39 @@ function renderLogs(m, running) {
   return box;
 }
 
+// The one sentence of what was computed: the result's copy, else the plan's.
+function interpretation(m) {
+  return (m.result && m.result.interpretation) || (m.script && m.script.interpretation) || "";
+}
+
+const NUMERIC_FORMATS = new Set(["integer", "decimal", "percent"]);
+
+// A big-number card per measure of a one-row answer (chart kind "number"): the display
+// form computed by the server, so the card, the table and the CSV agree on the number.
+function renderCards(chart) {
+  const spec = chart.spec || {};
+  const context = (spec.context || []).map((c) => c.display).filter(Boolean).join(" · ");
+  return h("section.number-cards", { testid: "number-card", "aria-label": chart.title || "" },
+    context ? h("div.number-context.muted.small", {}, context) : null,
+    h("div.number-row", {}, ...(spec.cards || []).map((c) =>
+      h("div.number-card", { class: c.primary ? "primary" : "", dataset: { column: c.column } },
+        h("div.number-value", { testid: "number-value" }, c.display),
+        h("div.number-label.muted.small", {}, c.label)))));
+}
+
 function renderResult(m) {
   const r = m.result;
   const cols = r.columns || [];
-  const rows = (r.rows || []).slice(0, MAX_TABLE_ROWS);
-  const numeric = cols.map((c) => /int|float|double|decimal|numeric|real|hugeint/i.test(c.type || ""));
+  const raw = (r.rows || []).slice(0, MAX_TABLE_ROWS);
+  // The server's display form when it sent one (rounded, dates at their grain, %), else
+  // the raw values formatted here; the CSV download always has the raw values.
+  const display = Array.isArray(r.display_rows) && r.display_rows.length === (r.rows || []).length
+    ? r.display_rows.slice(0, MAX_TABLE_ROWS) : null;
+  const formats = Array.isArray(r.formats) && r.formats.length === cols.length ? r.formats : null;
+  const numeric = cols.map((c, i) => (formats ? NUMERIC_FORMATS.has(formats[i].kind)
+    : /int|float|double|decimal|numeric|real|hugeint/i.test(c.type || "")));
+  const rows = raw.map((row, i) => row.map((v, j) => (display && display[i] && j < display[i].length
+    ? (display[i][j] ?? "—") : fmtCell(v))));
   const shown = rows.length;
   const count = r.row_count ?? (r.rows || []).length;
   return h("section.result", { testid: "result" },
@@ -706,8 +745,9 @@ function renderResult(m) {
       h("table.result-table", { testid: "result-table" },
         h("thead", {}, h("tr", {}, ...cols.map((c, i) =>
           h("th", { class: numeric[i] ? "num" : "", title: c.type || "" }, c.name)))),
-        h("tbody", {}, ...rows.map((row) => h("tr", {}, ...row.map((v, i) =>
-          h("td", { class: numeric[i] ? "num" : "" }, fmtCell(v)))))))),
+        h("tbody", {}, ...rows.map((row, i) => h("tr", {}, ...row.map((text, j) =>
+          h("td", { class: numeric[j] ? "num" : "", title: display ? rawTitle(raw[i][j]) : null },
+            text))))))),
     h("div.result-foot", {},
       h("span.muted.small", { testid: "row-count" },
         `${count} row${count === 1 ? "" : "s"}`,
@@ -715,6 +755,11 @@ function renderResult(m) {
         r.truncated ? " · truncated" : ""),
       h("a.link", { href: "#", testid: "download-csv",
         onclick: (ev) => { ev.preventDefault(); downloadCsv(m); } }, "Download CSV")));
+}
+
+// The full-precision value, on hover, where the display form rounded it.
+function rawTitle(value) {
+  return typeof value === "number" ? String(value) : null;
 }
 
 // ---------------------------------------------------------------------------------------
