@@ -17,15 +17,18 @@ from litestar.static_files import create_static_files_router
 
 from runstream.bus import Bus, SessionAggregate
 from runstream.gateway.auth import BearerAuth, Tokens
+from runstream.gateway.controllers import CONTROLLERS
+from runstream.gateway.dependencies import DEPENDENCIES
 from runstream.gateway.errors import EXCEPTION_HANDLERS
 from runstream.gateway.fanout import Hub
-from runstream.gateway.routes import health, messages, sessions, streams
+from runstream.gateway.openapi import openapi_config
 from runstream.gateway.settings import GatewaySettings
 from runstream.gateway.state import Gateway
 from runstream.store import open_store
 
 logger = structlog.get_logger()
 STATIC_DIR = Path(__file__).parent / "static"
+API_VERSION = "1.0.0"
 
 
 def create_app(settings: GatewaySettings) -> Litestar:
@@ -56,14 +59,15 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 await hub.stop()
 
     static_dir = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
-    handlers: list[Any] = [*health.ROUTES, *sessions.ROUTES, *messages.ROUTES, *streams.ROUTES]
+    handlers: list[Any] = list(CONTROLLERS)
     if static_dir.is_dir():
         handlers.append(create_static_files_router(
             path="/", directories=[static_dir], html_mode=True, name="ui",
             opt={"exclude_from_auth": True}, include_in_schema=False,
         ))
-    # Health routes and the UI's static files opt out with `exclude_from_auth`.
-    auth = DefineMiddleware(BearerAuth)
+    # Health routes and the UI's static files opt out with `exclude_from_auth`; the API's
+    # description is public, as proto/openapi.json is.
+    auth = DefineMiddleware(BearerAuth, exclude=["^/schema"])
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
@@ -73,6 +77,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(
             exclude=["/healthz", "/readyz", "/metrics"]))],
         exception_handlers=EXCEPTION_HANDLERS,
+        dependencies=DEPENDENCIES,
+        openapi_config=openapi_config(version=API_VERSION),
         cors_config=CORSConfig(allow_origins=[], allow_headers=["authorization", "content-type",
                                                                "last-event-id", "prefer"]),
         state=State({"tokens": tokens, "gateway": None}),

@@ -13,13 +13,14 @@ import duckdb
 import msgspec
 
 from runstream.contracts import Column
+from runstream.gateway.schemas import DatasetFormat
 
 PARQUET_MAGIC = b"PAR1"
 SAMPLE_ROWS = 5
 
 
 class Inspected(msgspec.Struct, frozen=True):
-    format: str
+    format: DatasetFormat
     columns: list[Column]
     row_count: int
     sample_rows: list[list[Any]]
@@ -29,12 +30,14 @@ class UnreadableDataset(ValueError):
     pass
 
 
-def detect_format(data: bytes, declared: str | None, content_type: str | None) -> str:
+def detect_format(data: bytes, declared: str | None, content_type: str | None) -> DatasetFormat:
     if declared:
         fmt = declared.lower()
-        if fmt not in ("csv", "parquet"):
-            raise UnreadableDataset(f"unsupported format {declared!r}: use csv or parquet")
-        return fmt
+        if fmt == "csv":
+            return "csv"
+        if fmt == "parquet":
+            return "parquet"
+        raise UnreadableDataset(f"unsupported format {declared!r}: use csv or parquet")
     if data[:4] == PARQUET_MAGIC:
         return "parquet"
     if content_type and "parquet" in content_type.lower():
@@ -58,7 +61,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _inspect(data: bytes, fmt: str) -> Inspected:
+def _inspect(data: bytes, fmt: DatasetFormat) -> Inspected:
     fd, path = tempfile.mkstemp(suffix=f".{fmt}")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -86,5 +89,5 @@ def _inspect(data: bytes, fmt: str) -> Inspected:
     )
 
 
-async def inspect_dataset(data: bytes, fmt: str) -> Inspected:
+async def inspect_dataset(data: bytes, fmt: DatasetFormat) -> Inspected:
     return await asyncio.to_thread(_inspect, data, fmt)

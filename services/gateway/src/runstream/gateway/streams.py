@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstream.contracts import MESSAGE_END_TYPE, TASK_END_TYPES
+from runstream.gateway.errors import ApiError
 from runstream.gateway.fanout import Frame, Hub, Scope
 
 
@@ -107,8 +108,6 @@ async def open_stream(
 
 def parse_cursor(last_event_id: str | None, after_seq: str | None) -> int | None:
     """`Last-Event-ID` wins over `?after_seq=`; both must be non-negative integers."""
-    from runstream.gateway.errors import ApiError
-
     raw = last_event_id if last_event_id not in (None, "") else after_seq
     if raw in (None, ""):
         return None
