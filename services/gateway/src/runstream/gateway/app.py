@@ -16,12 +16,13 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.static_files import create_static_files_router
 
 from runstream.bus import Bus, SessionAggregate
+from runstream.gateway.allow import AllowHeader
 from runstream.gateway.auth import BearerAuth, Tokens
 from runstream.gateway.controllers import CONTROLLERS
 from runstream.gateway.dependencies import DEPENDENCIES
 from runstream.gateway.errors import EXCEPTION_HANDLERS
 from runstream.gateway.fanout import Hub
-from runstream.gateway.openapi import openapi_config
+from runstream.gateway.openapi import StrictStructs, openapi_config
 from runstream.gateway.settings import GatewaySettings
 from runstream.gateway.state import Gateway
 from runstream.store import open_store
@@ -71,11 +72,11 @@ def create_app(settings: GatewaySettings) -> Litestar:
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[auth],
+        middleware=[AllowHeader(), auth],
         # A server span per request: its context rides on every event the request
         # publishes, so an analysis is one trace from the submit to the settle.
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(
-            exclude=["/healthz", "/readyz", "/metrics"]))],
+            exclude=["/healthz", "/readyz", "/metrics"])), StrictStructs()],
         exception_handlers=EXCEPTION_HANDLERS,
         dependencies=DEPENDENCIES,
         openapi_config=openapi_config(version=API_VERSION),

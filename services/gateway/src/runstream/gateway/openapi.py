@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from litestar._openapi.schema_generation import SchemaCreator
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
     Components,
@@ -18,6 +20,8 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.typing import FieldDefinition
 
 from runstream.gateway.schemas import ConflictBody, ErrorBody
 
@@ -61,6 +65,23 @@ def _retry_after() -> OpenAPIHeader:
                          description="Seconds to wait before trying again.")
 
 
+# One server-sent event, as a client's parser hands it over (OpenAPI 3.1: the schema of a
+# `text/event-stream` response describes each event).
+SSE_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["data"],
+    properties={
+        "id": Schema(type=OpenAPIType.STRING, pattern=r"^[0-9]+$",
+                     description="The stream sequence: send it back as Last-Event-ID."),
+        "event": Schema(type=OpenAPIType.STRING,
+                        description="The event type (`session_created`, ...), or `reset`."),
+        "data": Schema(type=OpenAPIType.STRING, content_media_type="application/json",
+                       description="The event as JSON (for `reset`: `{reason, snapshot}`)."),
+        "retry": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    },
+)
+
+
 def _litestar_default(response: Any) -> bool:
     """Litestar's own 400 for validation errors (`{status_code, detail, extra}`)."""
     content = getattr(response, "content", None) or {}
@@ -68,11 +89,16 @@ def _litestar_default(response: Any) -> bool:
     return any(isinstance(s, Schema) and "status_code" in (s.properties or {}) for s in schemas)
 
 
+def _nullable(schema: Any) -> bool:
+    return isinstance(schema, Schema) and any(
+        isinstance(s, Schema) and s.type == OpenAPIType.NULL for s in schema.one_of or ())
+
+
 @dataclass
 class ApiOperation(Operation):
-    """The error responses as the one exception handler answers them: Litestar's default
-    400 for validation goes (those are 422s in the error shape here), 429 and 503 say
-    `Retry-After`, and headers come in a stable order."""
+    """What Litestar cannot infer: its default 400 for validation goes (those are 422s in
+    the error shape here), 429 and 503 say `Retry-After`, an SSE response describes one
+    event, an optional body is optional, and headers come in a stable order."""
 
     def __post_init__(self) -> None:
         responses = self.responses or {}
@@ -83,9 +109,16 @@ class ApiOperation(Operation):
                 continue
             if status in ("429", "503"):
                 response.headers = {**(response.headers or {}), "Retry-After": _retry_after()}
+            for media_type, media in (response.content or {}).items():
+                if media_type.startswith("text/event-stream"):
+                    media.schema = SSE_EVENT
             # Litestar gathers a handler's documented headers in a frozenset: sort them, or
             # the document (and proto/openapi.json) changes from one process to the next.
             response.headers = dict(sorted((response.headers or {}).items())) or None
+        body = self.request_body
+        if isinstance(body, RequestBody) and any(_nullable(m.schema)
+                                                 for m in body.content.values()):
+            body.required = False  # `data: X | None`: the body may be left out
 
 
 @dataclass
@@ -120,3 +153,21 @@ def openapi_config(version: str) -> OpenAPIConfig:
         create_examples=False,
     )
 
+
+
+class StrictStructs(OpenAPISchemaPlugin):
+    """A request struct that refuses unknown fields says so (`additionalProperties: false`),
+    which Litestar's own struct schemas leave out."""
+
+    def __init__(self) -> None:
+        self._structs = StructSchemaPlugin()
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return self._structs.is_plugin_supported_field(field_definition) and bool(
+            field_definition.type_.__struct_config__.forbid_unknown_fields)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition,
+                          schema_creator: SchemaCreator) -> Schema:
+        schema = self._structs.to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema

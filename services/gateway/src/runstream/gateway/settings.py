@@ -23,6 +23,9 @@ class GatewaySettings(DatabaseSettings):
     prefer_wait_max_s: float = 60.0
     sse_heartbeat_s: float = 15.0
     sse_retry_ms: int = 2000
+    # > 0: an SSE response ends after this long and the client resumes with Last-Event-ID
+    # (spreads long-lived streams over replicas after a scale-out); 0: no end.
+    sse_max_s: float = 0
     client_buffer: int = 1024  # frames buffered per stream client before it is dropped
     sample_dataset: str | None = None  # attached to every new session when set
     static_dir: str | None = None  # serve the web UI from here instead of the bundled one

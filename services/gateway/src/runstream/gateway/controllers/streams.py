@@ -93,7 +93,8 @@ class StreamController(Controller):
         scope = Scope(kind="session", session_id=session_id)
         return _sse(open_stream(gateway.hub, scope, cursor,
                                 snapshot=_session_snapshot(gateway, session_id),
-                                heartbeat_s=gateway.settings.sse_heartbeat_s), gateway)
+                                heartbeat_s=gateway.settings.sse_heartbeat_s,
+                                max_s=gateway.settings.sse_max_s), gateway)
 
     @get("/messages/{message_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
@@ -112,7 +113,8 @@ class StreamController(Controller):
         settled = settled_seq is not None and (cursor or 0) >= settled_seq
         return _sse(open_stream(gateway.hub, scope, cursor, snapshot=snapshot,
                                 heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                already_ended=settled), gateway)
+                                already_ended=settled, max_s=gateway.settings.sse_max_s),
+                    gateway)
 
     @get("/charts/{task_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
@@ -130,7 +132,8 @@ class StreamController(Controller):
         ended = is_task_terminal(task["status"]) and (cursor or 0) >= task["as_of_seq"]
         return _sse(open_stream(gateway.hub, scope, cursor, snapshot=snapshot,
                                 heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                already_ended=ended), gateway)
+                                already_ended=ended, max_s=gateway.settings.sse_max_s),
+                    gateway)
 
     @get("/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(401, 422, 503)})
@@ -149,7 +152,8 @@ class StreamController(Controller):
         start = cursor if cursor is not None else listing["as_of_seq"]
         return _sse(open_stream(gateway.hub, scope, start, snapshot=snapshot,
                                 heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                owner_sessions=sessions), gateway)
+                                owner_sessions=sessions, max_s=gateway.settings.sse_max_s),
+                    gateway)
 
     @websocket("/sessions/{session_id:str}/ws")
     async def session_ws(self, socket: WebSocket[Any, Any, Any], gateway: GatewayDep,
