@@ -18,12 +18,14 @@ from typing import Any
 
 from runstream.bus import Bus, SessionAggregate
 from runstream.contracts import Column, ExecutionCompleted, new_id, utcnow
+from tests.integration.conftest import HIGH_RATE_LIMITS
 
 SEED = 20261130
 MAX_EXAMPLES = 10
 RUN_TIMEOUT_S = 170
 
 OVERRIDES = {
+    **HIGH_RATE_LIMITS,  # schemathesis sends hundreds of writes as one owner
     "sse_max_s": 0.3,  # streams end by themselves (clients resume), so each read finishes
     "read_wait_s": 0.2,  # a generated min_seq beyond the stream waits this long, not 2 s
     "prefer_wait_max_s": 0.5,  # likewise a generated `Prefer: wait=N`

@@ -23,6 +23,7 @@ from runstream.gateway.dependencies import DEPENDENCIES
 from runstream.gateway.errors import EXCEPTION_HANDLERS
 from runstream.gateway.fanout import Hub
 from runstream.gateway.openapi import StrictStructs, openapi_config
+from runstream.gateway.ratelimit import STORE, KVStore, limits, window_s
 from runstream.gateway.settings import GatewaySettings
 from runstream.gateway.state import Gateway
 from runstream.store import open_store
@@ -34,6 +35,10 @@ API_VERSION = "1.0.0"
 
 def create_app(settings: GatewaySettings) -> Litestar:
     tokens = Tokens(settings.jwt_secret, settings.jwt_issuer)
+    rate_limits = KVStore(settings.rate_limit_bucket_name(), ttl_s=window_s(
+        settings.rate_limit_writes, settings.rate_limit_public))
+    limiters = [c.middleware for c in limits(settings.rate_limit_writes,
+                                              settings.rate_limit_public)]
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -46,6 +51,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
                        command_timeout=settings.db_command_timeout_s) as store,
         ):
             await bus.provision()
+            await rate_limits.open(bus.js)
             hub = Hub(bus, client_buffer=settings.client_buffer)
             await hub.start()
             app.state.gateway = Gateway(
@@ -72,7 +78,9 @@ def create_app(settings: GatewaySettings) -> Litestar:
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[AllowHeader(), auth],
+        # Auth first: the write limit counts per owner, the token's subject.
+        middleware=[AllowHeader(), auth, *limiters],
+        stores={STORE: rate_limits},
         # A server span per request: its context rides on every event the request
         # publishes, so an analysis is one trace from the submit to the settle.
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(

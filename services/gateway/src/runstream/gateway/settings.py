@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from runstream.bus import DatabaseSettings
+from runstream.gateway.ratelimit import parse_limit
 
 
 class GatewaySettings(DatabaseSettings):
@@ -31,3 +32,22 @@ class GatewaySettings(DatabaseSettings):
     static_dir: str | None = None  # serve the web UI from here instead of the bundled one
     ws_max_clients: int = 10_000
     dev_token: str | None = Field(default=None, repr=False)  # offered to loopback clients only
+    # Rate limits, "N/second|minute|hour|day" or "off", counted across every replica in
+    # the JetStream KV bucket `rate_limit_bucket` (default RL_<stream>):
+    # writes (submits, retries, uploads, new sessions, chart requests, stream tokens) per
+    # owner; routes that need no token (health, metrics, UI, schema) per client address.
+    rate_limit_writes: str = "120/minute"
+    rate_limit_public: str = "600/minute"
+    rate_limit_bucket: str | None = None
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips): behind
+    # an ingress, its addresses, so that the per-address limit counts real clients.
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    @field_validator("rate_limit_writes", "rate_limit_public")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        parse_limit(value)
+        return value
+
+    def rate_limit_bucket_name(self) -> str:
+        return self.rate_limit_bucket or f"RL_{self.stream}"

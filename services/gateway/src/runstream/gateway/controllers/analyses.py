@@ -15,6 +15,7 @@ from litestar.params import HeaderParameter, JSONBody, QueryParameter
 from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
 from runstream.gateway.errors import ApiError
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, errors
+from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import (
     MAX_JSON_BYTES,
     AnalysisStatus,
@@ -69,8 +70,8 @@ class AnalysisController(Controller):
     security = API_SECURITY
 
     @post("/sessions/{session_id:str}/analyses", status_code=202, operation_class=ApiOperation,
-          request_max_body_size=MAX_JSON_BYTES, response_headers=[LOCATION],
-          responses={200: SETTLED_IN_TIME, **errors(400, 401, 404, 413, 422, 503,
+          opt=WRITES, request_max_body_size=MAX_JSON_BYTES, response_headers=[LOCATION],
+          responses={200: SETTLED_IN_TIME, **errors(400, 401, 404, 413, 422, 429, 503,
                                                     lock_held=True)})
     async def submit(self, commands: CommandsDep, gateway: GatewayDep, session_id: SessionId,
                      data: JSONBody[SubmitAnalysis],
@@ -130,8 +131,9 @@ class AnalysisController(Controller):
         return await commands.cancel(message_id)
 
     @post("/messages/{message_id:str}/retry", status_code=202, operation_class=ApiOperation,
-          response_headers=[LOCATION],
-          responses={200: SETTLED_IN_TIME, **errors(401, 404, 422, 503, lock_held=True)})
+          opt=WRITES, response_headers=[LOCATION],
+          responses={200: SETTLED_IN_TIME, **errors(401, 404, 422, 429, 503,
+                                                    lock_held=True)})
     async def retry(self, commands: CommandsDep, gateway: GatewayDep, message_id: MessageId,
                     prefer: Prefer = "") -> Response[SubmitAccepted]:
         """A new analysis of the same question (and dataset)."""

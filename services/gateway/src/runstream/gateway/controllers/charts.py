@@ -8,6 +8,7 @@ from litestar.params import JSONBody
 
 from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, errors
+from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import (
     MAX_JSON_BYTES,
     ChartList,
@@ -28,10 +29,10 @@ class ChartController(Controller):
     security = API_SECURITY
 
     @post("/messages/{message_id:str}/charts", status_code=202, operation_class=ApiOperation,
-          request_max_body_size=MAX_JSON_BYTES,
+          opt=WRITES, request_max_body_size=MAX_JSON_BYTES,
           response_headers=[ResponseHeader(name="Location", documentation_only=True,
                                            description="The chart task (a new one).")],
-          responses=errors(400, 401, 404, 409, 413, 422, 503))
+          responses=errors(400, 401, 404, 409, 413, 422, 429, 503))
     async def request_chart(
         self, commands: CommandsDep, message_id: MessageId,
         data: JSONBody[ChartRequest | None] = None,

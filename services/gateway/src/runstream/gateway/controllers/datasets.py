@@ -10,6 +10,7 @@ from litestar.params import QueryParameter
 from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
 from runstream.gateway.errors import ApiError
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, UploadOperation, errors
+from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import (
     NAME_MAX_CHARS,
     NOT_BLANK,
@@ -35,8 +36,8 @@ class DatasetController(Controller):
 
     # The body is streamed and counted here, against RUNSTREAM_DATASET_MAX_BYTES (the app's
     # body limit is that too): a too-large upload is refused without being held in memory.
-    @post("/", status_code=201, operation_class=UploadOperation,
-          responses=errors(401, 404, 413, 422, 503))
+    @post("/", status_code=201, operation_class=UploadOperation, opt=WRITES,
+          responses=errors(401, 404, 413, 422, 429, 503))
     async def upload_dataset(
         self, request: Request[Any, Any, Any], commands: CommandsDep, gateway: GatewayDep,
         owner: OwnerDep, session_id: SessionId, name: DatasetName = "dataset", fmt: Format = "",

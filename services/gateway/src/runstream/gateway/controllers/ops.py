@@ -53,13 +53,14 @@ class OpsController(Controller):
     path = "/"
     tags = ["operations"]
 
-    @get("/healthz", opt=PUBLIC, operation_class=ApiOperation)
+    @get("/healthz", opt=PUBLIC, operation_class=ApiOperation, responses=errors(429))
     async def healthz(self) -> Health:
         """Liveness: the process answers."""
         return Health()
 
     @get("/readyz", opt=PUBLIC, operation_class=ApiOperation,
-         responses={503: ResponseSpec(data_container=Readiness, generate_examples=False,
+         responses={**errors(429),
+                    503: ResponseSpec(data_container=Readiness, generate_examples=False,
                                       description="Starting, or NATS or Postgres is down.")})
     async def readyz(self, state: State) -> Response[Readiness]:
         """200 when NATS and Postgres both answer; else 503 naming what is down.
@@ -78,7 +79,8 @@ class OpsController(Controller):
         return Response(Readiness(status="unavailable", checks=checks), status_code=503,
                         headers=retry_after(down))
 
-    @get("/metrics", opt=PUBLIC, media_type="text/plain", operation_class=ApiOperation)
+    @get("/metrics", opt=PUBLIC, media_type="text/plain", operation_class=ApiOperation,
+         responses=errors(429))
     async def metrics(self) -> Response[str]:
         """Prometheus text exposition."""
         data, content_type = render_latest()
@@ -112,7 +114,7 @@ class OpsController(Controller):
                                  live_position=hub.position),
         )
 
-    @get("/dev-token", opt=PUBLIC, operation_class=ApiOperation, responses=errors(404))
+    @get("/dev-token", opt=PUBLIC, operation_class=ApiOperation, responses=errors(404, 429))
     async def dev_token(self, request: Request[Any, Any, Any], state: State) -> Response[DevToken]:
         """The dev token of `runstream up`, so the UI on localhost can sign in at once."""
         g: Gateway | None = getattr(state, "gateway", None)

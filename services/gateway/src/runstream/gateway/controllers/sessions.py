@@ -8,6 +8,7 @@ from litestar.params import JSONBody
 
 from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, errors
+from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import (
     MAX_JSON_BYTES,
     CreateSession,
@@ -27,9 +28,9 @@ class SessionController(Controller):
     tags = ["sessions"]
     security = API_SECURITY
 
-    @post("/", status_code=201, operation_class=ApiOperation,
+    @post("/", status_code=201, operation_class=ApiOperation, opt=WRITES,
           request_max_body_size=MAX_JSON_BYTES, response_headers=[LOCATION],
-          responses=errors(400, 401, 413, 422, 503))
+          responses=errors(400, 401, 413, 422, 429, 503))
     async def create_session(self, commands: CommandsDep,
                              data: JSONBody[CreateSession | None] = None) -> Response[Session]:
         """A new chat session (with the sample dataset attached when one is configured)."""

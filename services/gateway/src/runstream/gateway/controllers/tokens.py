@@ -6,6 +6,7 @@ from litestar import Controller, post
 
 from runstream.gateway.dependencies import CommandsDep
 from runstream.gateway.openapi import API_SECURITY, ApiOperation, errors
+from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import StreamToken
 
 
@@ -14,7 +15,8 @@ class TokenController(Controller):
     tags = ["streams"]
     security = API_SECURITY
 
-    @post("/", status_code=201, operation_class=ApiOperation, responses=errors(401, 503))
+    @post("/", status_code=201, operation_class=ApiOperation, opt=WRITES,
+          responses=errors(401, 429, 503))
     async def stream_token(self, commands: CommandsDep) -> StreamToken:
         """A token that opens stream routes only (as `?token=`), for a few minutes."""
         return commands.stream_token()
