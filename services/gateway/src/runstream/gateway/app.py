@@ -34,7 +34,7 @@ API_VERSION = "1.0.0"
 
 
 def create_app(settings: GatewaySettings) -> Litestar:
-    tokens = Tokens(settings.jwt_secret, settings.jwt_issuer)
+    tokens = Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_issuer)
     rate_limits = KVStore(settings.rate_limit_bucket_name(), ttl_s=window_s(
         settings.rate_limit_writes, settings.rate_limit_public))
     limiters = [c.middleware for c in limits(settings.rate_limit_writes,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import SecretStr, field_validator
 
 from runstream.bus import DatabaseSettings
 from runstream.gateway.ratelimit import parse_limit
@@ -11,7 +11,9 @@ from runstream.gateway.ratelimit import parse_limit
 class GatewaySettings(DatabaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    jwt_secret: str = Field(default="", repr=False)
+    # Secrets are SecretStr: repr, str and a JSON dump show '**********'; only Tokens and
+    # /dev-token read the values.
+    jwt_secret: SecretStr = SecretStr("")
     jwt_issuer: str = "runstream"
     stream_token_ttl_s: int = 300
     question_max_bytes: int = 8 * 1024
@@ -31,7 +33,7 @@ class GatewaySettings(DatabaseSettings):
     sample_dataset: str | None = None  # attached to every new session when set
     static_dir: str | None = None  # serve the web UI from here instead of the bundled one
     ws_max_clients: int = 10_000
-    dev_token: str | None = Field(default=None, repr=False)  # offered to loopback clients only
+    dev_token: SecretStr | None = None  # offered to loopback clients only
     # Rate limits, "N/second|minute|hour|day" or "off", counted across every replica in
     # the JetStream KV bucket `rate_limit_bucket` (default RL_<stream>):
     # writes (submits, retries, uploads, new sessions, chart requests, stream tokens) per

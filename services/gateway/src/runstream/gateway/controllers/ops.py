@@ -118,7 +118,8 @@ class OpsController(Controller):
     async def dev_token(self, request: Request[Any, Any, Any], state: State) -> Response[DevToken]:
         """The dev token of `runstream up`, so the UI on localhost can sign in at once."""
         g: Gateway | None = getattr(state, "gateway", None)
-        token = g.settings.dev_token if g is not None else None
+        secret = g.settings.dev_token if g is not None else None
+        token = secret.get_secret_value() if secret is not None else None
         peer = request.client.host if request.client else ""
         # The Host check keeps a DNS-rebinding page from reading the token through the browser.
         host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")
