@@ -22,6 +22,7 @@ from runstream.bus import (
     nats_unavailable,
 )
 from runstream.contracts import InvalidId
+from runstream.gateway.schemas import ConflictBody, ErrorBody, ErrorDetail
 from runstream.store import postgres_unavailable
 
 logger = structlog.get_logger()
@@ -94,10 +95,6 @@ def unavailable_dependency(exc: BaseException) -> str | None:
     return None
 
 
-def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
-
-
 # --- the one mapping from anything raised to an ApiError ------------------------------
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
@@ -167,7 +164,9 @@ def to_api_error(request: Request[Any, Any, Any], exc: Exception) -> ApiError:
 def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The one exception handler: every error is `{"error": {code, message, details}}`."""
     error = to_api_error(request, exc)
-    payload = {**body(error.code, error.message, error.details), **error.extra}
+    detail = ErrorDetail(code=error.code, message=error.message, details=error.details)
+    payload = (ConflictBody(error=detail, **error.extra) if error.extra
+               else ErrorBody(error=detail))
     return Response(payload, status_code=error.status, headers=error.headers or None)
 
 

@@ -206,14 +206,20 @@ class Script(msgspec.Struct, kw_only=True):
     dataset: DatasetRef | None = None
 
 
-class Result(msgspec.Struct, kw_only=True):
+class Result(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The result as the projector stores it; the optional parts are absent, not null,
+    when the event had none (as in the stored JSON)."""
+
     columns: list[Column]
-    rows: list[list[Any]]
+    rows: list[list[Any]]  # raw values, full precision
     row_count: int
-    truncated: bool = False
-    markdown: str = ""
-    duration_ms: int = 0
+    truncated: bool
+    markdown: str
+    duration_ms: int
     interpretation: str | None = None  # one sentence: what was computed
+    # Per column, how it is displayed, and every row in that display form (strings).
+    formats: list[dict[str, Any]] | None = None
+    display_rows: list[list[str | None]] | None = None
 
 
 class MessageSummary(msgspec.Struct, kw_only=True):
