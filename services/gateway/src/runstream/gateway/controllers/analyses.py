@@ -12,7 +12,13 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, QueryParameter
 
-from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
+from runstream.gateway.dependencies import (
+    CommandsDep,
+    GatewayDep,
+    ModelsDep,
+    OwnerDep,
+    SettingsDep,
+)
 from runstream.gateway.errors import ApiError
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, errors
 from runstream.gateway.ratelimit import WRITES
@@ -73,32 +79,32 @@ class AnalysisController(Controller):
           opt=WRITES, request_max_body_size=MAX_JSON_BYTES, response_headers=[LOCATION],
           responses={200: SETTLED_IN_TIME, **errors(400, 401, 404, 413, 422, 429, 503,
                                                     lock_held=True)})
-    async def submit(self, commands: CommandsDep, gateway: GatewayDep, session_id: SessionId,
+    async def submit(self, commands: CommandsDep, settings: SettingsDep, session_id: SessionId,
                      data: JSONBody[SubmitAnalysis],
                      prefer: Prefer = "") -> Response[SubmitAccepted]:
         """Starts an analysis of the question: one at a time per session (409 otherwise)."""
-        wait_s = prefer_wait(prefer, gateway.settings.prefer_wait_max_s)
+        wait_s = prefer_wait(prefer, settings.prefer_wait_max_s)
         result = await commands.submit(session_id, data.question, data.dataset_id, wait_s=wait_s)
         return _answer(result, wait_s)
 
     @get("/sessions/{session_id:str}/analysis-status", operation_class=ApiOperation,
          responses=errors(*READ))
-    async def analysis_status(self, gateway: GatewayDep, owner: OwnerDep, session_id: SessionId,
-                              min_seq: MinSeq = 0) -> AnalysisStatus:
+    async def analysis_status(self, gateway: GatewayDep, models: ModelsDep, owner: OwnerDep,
+                              session_id: SessionId, min_seq: MinSeq = 0) -> AnalysisStatus:
         """The page-refresh recovery call: the active analysis, else the latest one."""
         await gateway.session_for(owner, session_id, min_seq)
-        status = await gateway.models.analysis_status(session_id)
+        status = await models.analysis_status(session_id)
         if status is None:  # a session row is never deleted; be exact all the same
             raise ApiError(404, "not_found", f"session {session_id} not found")
         return load(AnalysisStatus, status)
 
     @get("/sessions/{session_id:str}/messages", operation_class=ApiOperation,
          responses=errors(*READ))
-    async def list_messages(self, gateway: GatewayDep, owner: OwnerDep, session_id: SessionId,
-                            min_seq: MinSeq = 0) -> MessageHistory:
+    async def list_messages(self, gateway: GatewayDep, models: ModelsDep, owner: OwnerDep,
+                            session_id: SessionId, min_seq: MinSeq = 0) -> MessageHistory:
         """The session's history, oldest first, with status and results."""
         await gateway.session_for(owner, session_id, min_seq)
-        return load(MessageHistory, await gateway.models.list_messages(session_id))
+        return load(MessageHistory, await models.list_messages(session_id))
 
     @get("/messages/{message_id:str}", operation_class=ApiOperation,
          response_headers=[ResponseHeader(name="ETag", documentation_only=True,
@@ -118,11 +124,12 @@ class AnalysisController(Controller):
 
     @get("/messages/{message_id:str}/logs", operation_class=ApiOperation,
          responses=errors(*READ))
-    async def get_logs(self, gateway: GatewayDep, owner: OwnerDep, message_id: MessageId,
-                       after_seq: Cursor = 0, min_seq: MinSeq = 0) -> LogPage:
+    async def get_logs(self, gateway: GatewayDep, models: ModelsDep, owner: OwnerDep,
+                       message_id: MessageId, after_seq: Cursor = 0,
+                       min_seq: MinSeq = 0) -> LogPage:
         """Logs after a sequence (with `has_more`, ask again from the last one)."""
         await gateway.message_for(owner, message_id, min_seq)
-        return load(LogPage, await gateway.models.get_logs(message_id, after_seq=after_seq))
+        return load(LogPage, await models.get_logs(message_id, after_seq=after_seq))
 
     @post("/messages/{message_id:str}/cancel", status_code=202, operation_class=ApiOperation,
           responses=errors(401, 404, 409, 422, 503))
@@ -134,10 +141,10 @@ class AnalysisController(Controller):
           opt=WRITES, response_headers=[LOCATION],
           responses={200: SETTLED_IN_TIME, **errors(401, 404, 422, 429, 503,
                                                     lock_held=True)})
-    async def retry(self, commands: CommandsDep, gateway: GatewayDep, message_id: MessageId,
+    async def retry(self, commands: CommandsDep, settings: SettingsDep, message_id: MessageId,
                     prefer: Prefer = "") -> Response[SubmitAccepted]:
         """A new analysis of the same question (and dataset)."""
-        wait_s = prefer_wait(prefer, gateway.settings.prefer_wait_max_s)
+        wait_s = prefer_wait(prefer, settings.prefer_wait_max_s)
         return _answer(await commands.retry(message_id, wait_s=wait_s), wait_s)
 
     @get("/messages/{message_id:str}/result.csv", media_type="text/csv",

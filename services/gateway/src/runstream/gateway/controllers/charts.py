@@ -6,7 +6,7 @@ from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody
 
-from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
+from runstream.gateway.dependencies import CommandsDep, GatewayDep, ModelsDep, OwnerDep
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, errors
 from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import (
@@ -45,10 +45,10 @@ class ChartController(Controller):
 
     @get("/messages/{message_id:str}/charts", operation_class=ApiOperation,
          responses=errors(*READ))
-    async def list_charts(self, gateway: GatewayDep, owner: OwnerDep,
+    async def list_charts(self, gateway: GatewayDep, models: ModelsDep, owner: OwnerDep,
                           message_id: MessageId) -> ChartList:
         await gateway.message_for(owner, message_id)
-        return load(ChartList, await gateway.models.list_charts(message_id))
+        return load(ChartList, await models.list_charts(message_id))
 
     @get("/charts/{task_id:str}", operation_class=ApiOperation, responses=errors(*READ))
     async def get_chart_task(self, gateway: GatewayDep, owner: OwnerDep, task_id: TaskId,

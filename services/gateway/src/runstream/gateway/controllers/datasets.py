@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import QueryParameter
 
-from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
+from runstream.gateway.dependencies import CommandsDep, GatewayDep, ModelsDep, OwnerDep, SettingsDep
 from runstream.gateway.errors import ApiError
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, UploadOperation, errors
 from runstream.gateway.ratelimit import WRITES
@@ -40,11 +40,12 @@ class DatasetController(Controller):
           responses=errors(401, 404, 413, 422, 429, 503))
     async def upload_dataset(
         self, request: Request[Any, Any, Any], commands: CommandsDep, gateway: GatewayDep,
-        owner: OwnerDep, session_id: SessionId, name: DatasetName = "dataset", fmt: Format = "",
+        settings: SettingsDep, owner: OwnerDep, session_id: SessionId,
+        name: DatasetName = "dataset", fmt: Format = "",
     ) -> Response[DatasetCreated]:
         """Attaches a CSV or Parquet file to the session; answers its schema and sample."""
         await gateway.session_for(owner, session_id)
-        limit = gateway.settings.dataset_max_bytes
+        limit = settings.dataset_max_bytes
         too_large = ApiError(413, "payload_too_large", f"datasets are limited to {limit} bytes",
                              {"limit": limit})
         length = request.headers.get("content-length")
@@ -63,7 +64,7 @@ class DatasetController(Controller):
         return Response(created, status_code=201)
 
     @get("/", operation_class=ApiOperation, responses=errors(*READ))
-    async def list_datasets(self, gateway: GatewayDep, owner: OwnerDep,
+    async def list_datasets(self, gateway: GatewayDep, models: ModelsDep, owner: OwnerDep,
                             session_id: SessionId) -> DatasetList:
         await gateway.session_for(owner, session_id)
-        return load(DatasetList, {"datasets": await gateway.models.list_datasets(session_id)})
+        return load(DatasetList, {"datasets": await models.list_datasets(session_id)})

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 
 from runstream.bus import Bus
-from runstream.gateway.dependencies import GatewayDep
+from runstream.gateway.dependencies import BusDep, GatewayDep, ModelsDep
 from runstream.gateway.errors import ApiError, retry_after
 from runstream.gateway.openapi import API_SECURITY, ApiOperation, errors
 from runstream.gateway.schemas import (
@@ -88,12 +88,12 @@ class OpsController(Controller):
 
     @get("/api/stats", security=API_SECURITY, operation_class=ApiOperation,
          responses=errors(401, 503))
-    async def stats(self, gateway: GatewayDep) -> Stats:
+    async def stats(self, gateway: GatewayDep, bus: BusDep, models: ModelsDep) -> Stats:
         """Queue depths, consumer lag, workers seen, events per second."""
-        bus, hub = gateway.bus, gateway.hub
+        hub = gateway.hub
         info = await bus.js.stream_info(bus.stream)
         consumers = await bus.js.consumers_info(bus.stream)
-        checkpoint = await gateway.models.checkpoint()
+        checkpoint = await models.checkpoint()
         last = int(info.state.last_seq)
         return Stats(
             stream=StreamStats(name=bus.stream, messages=info.state.messages,

@@ -6,7 +6,7 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody
 
-from runstream.gateway.dependencies import CommandsDep, GatewayDep, OwnerDep
+from runstream.gateway.dependencies import CommandsDep, GatewayDep, ModelsDep, OwnerDep
 from runstream.gateway.openapi import API_SECURITY, READ, ApiOperation, errors
 from runstream.gateway.ratelimit import WRITES
 from runstream.gateway.schemas import (
@@ -39,11 +39,11 @@ class SessionController(Controller):
                         headers={"Location": f"/api/sessions/{session.session_id}"})
 
     @get("/", operation_class=ApiOperation, responses=errors(401, 422, 503))
-    async def list_sessions(self, gateway: GatewayDep, owner: OwnerDep,
+    async def list_sessions(self, gateway: GatewayDep, models: ModelsDep, owner: OwnerDep,
                             min_seq: MinSeq = 0) -> SessionList:
         """The owner's sessions, most recently active first."""
         await gateway.caught_up(min_seq)
-        return load(SessionList, await gateway.models.list_sessions(owner))
+        return load(SessionList, await models.list_sessions(owner))
 
     @get("/{session_id:str}", operation_class=ApiOperation, responses=errors(*READ))
     async def get_session(self, gateway: GatewayDep, owner: OwnerDep, session_id: SessionId,
