@@ -103,8 +103,9 @@ async def run_stack(
         urls = []
         for _ in range(gateways):
             port = free_port()
-            settings = GatewaySettings(**common, jwt_secret=JWT_SECRET, http_port=port,
-                                       **(overrides or {}))
+            # The secret is a SecretStr field; pydantic takes the plain string.
+            gateway: dict[str, Any] = {"jwt_secret": JWT_SECRET, "http_port": port}
+            settings = GatewaySettings(**common, **gateway, **(overrides or {}))
             server, task = await _serve(create_app(settings), port)
             servers.append(server)
             tasks.append(task)

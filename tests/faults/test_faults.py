@@ -25,6 +25,7 @@ from tests.faults.support import (
     verify,
     wait_settled,
 )
+from tests.integration.conftest import HIGH_RATE_LIMITS
 from tests.stack import run_stack
 
 # A burst of 4x the largest default worker concurrency (the analysis worker's), which is
@@ -50,7 +51,8 @@ async def _last_seq(bus: Bus) -> int:
 async def test_a_burst_four_times_the_worker_concurrency_drains_at_default_settings(
     stack_factory: Any, database_url: str,
 ) -> None:
-    async with stack_factory(workers=True) as stack, stack.client(timeout=60) as c:
+    async with stack_factory(workers=True, overrides=HIGH_RATE_LIMITS) as stack, \
+            stack.client(timeout=60) as c:
         sessions = await open_sessions(c, BURST)
         async with Bus.connect(bus_settings(stack.settings), name="faults") as bus:
             b = await burst(c, sessions)
@@ -63,7 +65,7 @@ async def test_a_burst_four_times_the_worker_concurrency_drains_at_default_setti
 async def test_the_projector_killed_mid_burst_loses_and_repeats_nothing(
     stack_factory: Any, database_url: str, tmp_path: Any,
 ) -> None:
-    async with stack_factory(projector=False, workers=True) as stack, \
+    async with stack_factory(projector=False, workers=True, overrides=HIGH_RATE_LIMITS) as stack, \
             stack.client(timeout=60) as c:
         services = Services(service_env(stack.settings, database_url), tmp_path)
         services.start("projector", "projector")
@@ -108,8 +110,8 @@ async def test_a_postgres_restart_mid_burst_loses_and_repeats_nothing(
 ) -> None:
     cluster, dsn = own_postgres
     async with run_stack(nats_url=nats_url, stream=stream_names.stream,
-                         prefix=stream_names.prefix, database_url=dsn,
-                         workers=True) as stack, stack.client(timeout=60) as c:
+                         prefix=stream_names.prefix, database_url=dsn, workers=True,
+                         overrides=HIGH_RATE_LIMITS) as stack, stack.client(timeout=60) as c:
         sessions = await open_sessions(c, BURST)
         async with Bus.connect(bus_settings(stack.settings), name="faults") as bus:
             b = await burst(c, sessions)

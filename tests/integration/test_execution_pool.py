@@ -23,7 +23,7 @@ from runstream.chart_worker.worker import run_worker as run_chart
 from runstream.execution_worker.pool import CHILD_MODULE
 from runstream.testing import wait_until
 from runstream.testing.procs import children, gone, proc
-from tests.integration.conftest import new_session
+from tests.integration.conftest import HIGH_RATE_LIMITS, new_session
 from tests.integration.pipeline_support import running, sales_csv
 
 CONCURRENCY = 3
@@ -86,7 +86,7 @@ def _settings(cls: type, s: Any, **kw: Any) -> Any:
 async def test_bursts_of_concurrent_analyses_keep_the_spare_children_bounded_and_memory_flat(
     stack_factory, tmp_path: Path,
 ):
-    async with stack_factory() as stack:
+    async with stack_factory(overrides=HIGH_RATE_LIMITS) as stack:
         s = stack.settings
         env = {
             **os.environ,

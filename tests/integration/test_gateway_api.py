@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 
 from runstream.contracts import LogAppended, new_id, utcnow
-from tests.integration.conftest import collect, new_session
+from tests.integration.conftest import HIGH_RATE_LIMITS, collect, new_session
 
 
 async def _table_counts(dsn: str) -> dict[str, int]:
@@ -42,7 +42,7 @@ async def test_a_submit_answers_at_once_and_the_message_is_readable_right_after(
 
 
 async def test_two_gateways_and_200_concurrent_submits_have_exactly_one_winner(stack_factory):
-    async with stack_factory(gateways=2) as stack:
+    async with stack_factory(gateways=2, overrides=HIGH_RATE_LIMITS) as stack:
         async with stack.client(index=0) as a, stack.client(index=1) as b:
             sid = await new_session(a)
             await b.get(f"/api/sessions/{sid}")  # both gateways see it

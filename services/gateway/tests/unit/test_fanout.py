@@ -106,3 +106,25 @@ async def test_frames_stored_while_the_live_feed_was_away_reach_clients_after_a_
         assert hub.position == published[-1]
     finally:
         await hub.stop()
+
+
+async def test_a_stream_with_a_lifetime_ends_by_itself_after_its_frames(bus: Bus):
+    hub = Hub(bus)
+    await hub.start()
+    try:
+        sid = new_id()
+        published = (await bus.publish(_log(sid, "m", 0))).seq
+
+        async def snapshot() -> dict:
+            return {"as_of_seq": hub.position}
+
+        stream = open_stream(hub, Scope(kind="session", session_id=sid), 0, snapshot=snapshot,
+                             heartbeat_s=30, max_s=0.3)
+        items = await asyncio.wait_for(_all(stream), 5)  # ends long before a heartbeat
+        assert [[f.seq for f in item] for item in items] == [[published]]
+    finally:
+        await hub.stop()
+
+
+async def _all(stream) -> list:
+    return [item async for item in stream]

@@ -32,7 +32,7 @@ from runstream.contracts.codec import (
     type_of,
 )
 from runstream.contracts.errors import ContractError, InvalidId, InvalidSubject
-from runstream.contracts.ids import derived_id, is_valid_id, new_id, validate_id
+from runstream.contracts.ids import ID_PATTERN, derived_id, is_valid_id, new_id, validate_id
 from runstream.contracts.limits import (
     EVENT_MAX_BYTES,
     LOG_TEXT_MAX_BYTES,
@@ -101,6 +101,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "EVENT_MAX_BYTES",
     "EVENT_TYPES",
+    "ID_PATTERN",
     "LOG_TEXT_MAX_BYTES",
     "MESSAGE_END_TYPE",
     "MESSAGE_TERMINAL",

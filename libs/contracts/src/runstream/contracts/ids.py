@@ -10,7 +10,9 @@ import uuid
 from runstream.contracts.errors import InvalidId
 
 # URL-safe, no '.', '*', '>' or whitespace: safe as a single NATS subject token.
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Public so that the HTTP API can declare the same rule in its OpenAPI document.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
 
 # Namespace for deterministic event ids (uuid5), so that a redelivered worker step
 # publishes the same Nats-Msg-Id and JetStream drops the duplicate.

@@ -16,7 +16,8 @@ def main() -> None:
     uvicorn.run(
         create_app(settings), host=settings.http_host, port=settings.http_port,
         log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-        ws_ping_interval=20,
+        ws_ping_interval=20, proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

@@ -16,20 +16,29 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.static_files import create_static_files_router
 
 from runstream.bus import Bus, SessionAggregate
+from runstream.gateway.allow import AllowHeader
 from runstream.gateway.auth import BearerAuth, Tokens
+from runstream.gateway.controllers import CONTROLLERS
+from runstream.gateway.dependencies import DEPENDENCIES
 from runstream.gateway.errors import EXCEPTION_HANDLERS
 from runstream.gateway.fanout import Hub
-from runstream.gateway.routes import health, messages, sessions, streams
+from runstream.gateway.openapi import StrictStructs, openapi_config
+from runstream.gateway.ratelimit import STORE, KVStore, limits, window_s
 from runstream.gateway.settings import GatewaySettings
 from runstream.gateway.state import Gateway
 from runstream.store import open_store
 
 logger = structlog.get_logger()
 STATIC_DIR = Path(__file__).parent / "static"
+API_VERSION = "1.0.0"
 
 
 def create_app(settings: GatewaySettings) -> Litestar:
-    tokens = Tokens(settings.jwt_secret, settings.jwt_issuer)
+    tokens = Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_issuer)
+    rate_limits = KVStore(settings.rate_limit_bucket_name(), ttl_s=window_s(
+        settings.rate_limit_writes, settings.rate_limit_public))
+    limiters = [c.middleware for c in limits(settings.rate_limit_writes,
+                                              settings.rate_limit_public)]
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -42,6 +51,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
                        command_timeout=settings.db_command_timeout_s) as store,
         ):
             await bus.provision()
+            await rate_limits.open(bus.js)
             hub = Hub(bus, client_buffer=settings.client_buffer)
             await hub.start()
             app.state.gateway = Gateway(
@@ -56,23 +66,28 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 await hub.stop()
 
     static_dir = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
-    handlers: list[Any] = [*health.ROUTES, *sessions.ROUTES, *messages.ROUTES, *streams.ROUTES]
+    handlers: list[Any] = list(CONTROLLERS)
     if static_dir.is_dir():
         handlers.append(create_static_files_router(
             path="/", directories=[static_dir], html_mode=True, name="ui",
             opt={"exclude_from_auth": True}, include_in_schema=False,
         ))
-    # Health routes and the UI's static files opt out with `exclude_from_auth`.
-    auth = DefineMiddleware(BearerAuth)
+    # Health routes and the UI's static files opt out with `exclude_from_auth`; the API's
+    # description is public, as proto/openapi.json is.
+    auth = DefineMiddleware(BearerAuth, exclude=["^/schema"])
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[auth],
+        # Auth first: the write limit counts per owner, the token's subject.
+        middleware=[AllowHeader(), auth, *limiters],
+        stores={STORE: rate_limits},
         # A server span per request: its context rides on every event the request
         # publishes, so an analysis is one trace from the submit to the settle.
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(
-            exclude=["/healthz", "/readyz", "/metrics"]))],
+            exclude=["/healthz", "/readyz", "/metrics"])), StrictStructs()],
         exception_handlers=EXCEPTION_HANDLERS,
+        dependencies=DEPENDENCIES,
+        openapi_config=openapi_config(version=API_VERSION),
         cors_config=CORSConfig(allow_origins=[], allow_headers=["authorization", "content-type",
                                                                "last-event-id", "prefer"]),
         state=State({"tokens": tokens, "gateway": None}),

@@ -11,13 +11,14 @@ import duckdb
 import msgspec
 
 from runstream.contracts import Column, json_safe
+from runstream.gateway.schemas import DatasetFormat
 
 PARQUET_MAGIC = b"PAR1"
 SAMPLE_ROWS = 5
 
 
 class Inspected(msgspec.Struct, frozen=True):
-    format: str
+    format: DatasetFormat
     columns: list[Column]
     row_count: int
     sample_rows: list[list[Any]]
@@ -27,12 +28,14 @@ class UnreadableDataset(ValueError):
     pass
 
 
-def detect_format(data: bytes, declared: str | None, content_type: str | None) -> str:
+def detect_format(data: bytes, declared: str | None, content_type: str | None) -> DatasetFormat:
     if declared:
         fmt = declared.lower()
-        if fmt not in ("csv", "parquet"):
-            raise UnreadableDataset(f"unsupported format {declared!r}: use csv or parquet")
-        return fmt
+        if fmt == "csv":
+            return "csv"
+        if fmt == "parquet":
+            return "parquet"
+        raise UnreadableDataset(f"unsupported format {declared!r}: use csv or parquet")
     if data[:4] == PARQUET_MAGIC:
         return "parquet"
     if content_type and "parquet" in content_type.lower():
@@ -40,7 +43,7 @@ def detect_format(data: bytes, declared: str | None, content_type: str | None) -
     return "csv"
 
 
-def _inspect(data: bytes, fmt: str) -> Inspected:
+def _inspect(data: bytes, fmt: DatasetFormat) -> Inspected:
     fd, path = tempfile.mkstemp(suffix=f".{fmt}")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -68,5 +71,5 @@ def _inspect(data: bytes, fmt: str) -> Inspected:
     )
 
 
-async def inspect_dataset(data: bytes, fmt: str) -> Inspected:
+async def inspect_dataset(data: bytes, fmt: DatasetFormat) -> Inspected:
     return await asyncio.to_thread(_inspect, data, fmt)

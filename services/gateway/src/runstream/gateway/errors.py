@@ -9,7 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
-    NotFoundException,
+    SerializationException,
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -22,6 +22,7 @@ from runstream.bus import (
     nats_unavailable,
 )
 from runstream.contracts import InvalidId
+from runstream.gateway.schemas import ConflictBody, ErrorBody, ErrorDetail
 from runstream.store import postgres_unavailable
 
 logger = structlog.get_logger()
@@ -94,83 +95,79 @@ def unavailable_dependency(exc: BaseException) -> str | None:
     return None
 
 
-def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+# --- the one mapping from anything raised to an ApiError ------------------------------
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
 
 
-def _respond(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None):
-    return Response(payload, status_code=status, headers=headers)
+def _from_validation(request: Request[Any, Any, Any], exc: ValidationException) -> ApiError:
+    """Litestar's parameter and body validation: 422 naming the fields (400 without a body)."""
+    fields = exc.extra if isinstance(exc.extra, list) else []
+    if any(f.get("source") == "body" and f.get("key") == "data" and f.get("message") == "'data'"
+           for f in fields if isinstance(f, dict)):
+        return ApiError(400, "invalid_json", "a JSON body is required")
+    bad_ids = [f for f in fields if isinstance(f, dict) and f.get("source") == "path"]
+    if bad_ids:
+        field = str(bad_ids[0].get("key", "id"))
+        return ApiError(422, "invalid_id", f"{field} is not a valid id", {"field": field})
+    where = f"{request.method} {request.url.path}"
+    return ApiError(422, "invalid_request", f"invalid request for {where}", {"fields": fields})
 
 
-def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return _respond(exc.status, {**body(exc.code, exc.message, exc.details), **exc.extra},
-                    exc.headers or None)
-
-
-def invalid_id_handler(_: Request[Any, Any, Any], exc: InvalidId) -> Response[Any]:
-    return _respond(422, body("invalid_id", exc.detail, {"field": exc.field}))
-
-
-def lock_held_handler(_: Request[Any, Any, Any], exc: LockHeld) -> Response[Any]:
-    payload = body(exc.code, exc.detail, {"active_message_id": exc.holder})
-    payload["active_message_id"] = exc.holder
-    return _respond(409, payload)
-
-
-def session_missing_handler(_: Request[Any, Any, Any], exc: SessionNotFound) -> Response[Any]:
-    return _respond(404, body("not_found", exc.detail))
-
-
-def conflict_handler(_: Request[Any, Any, Any], exc: ConcurrencyConflict) -> Response[Any]:
-    return _respond(409, body(exc.code, exc.detail), {"Retry-After": "1"})
-
-
-def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    details: dict[str, Any] = {}
-    if isinstance(exc.extra, list):
-        details["fields"] = exc.extra
-    return _respond(400, body("invalid_request", str(exc.detail), details))
-
-
-def http_handler(req: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> ApiError:
     status = exc.status_code
+    headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
-        code = "unauthorized"
-        headers = {"WWW-Authenticate": "Bearer"}
-        return _respond(status, body(code, str(exc.detail)), headers)
-    if isinstance(exc, NotFoundException):
-        return _respond(404, body("not_found", str(exc.detail)))
+        return ApiError(status, "unauthorized", str(exc.detail),
+                        headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(exc.__cause__, SerializationException):
+        return ApiError(400, "invalid_json", f"malformed JSON: {exc.detail}".replace(
+            "JSON is malformed: ", ""))
     if status == 503:
-        return _respond(503, body("unavailable", str(exc.detail), {"dependency": "gateway"}),
-                        retry_after("gateway"))
+        return ApiError(503, "unavailable", str(exc.detail), {"dependency": "gateway"},
+                        headers=retry_after("gateway"))
     if status >= 500:
-        logger.error("http.error", path=req.url.path, status=status, detail=str(exc.detail))
-        return _respond(status, body("server_error", "internal error"))
-    code = {405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-            429: "rate_limited"}.get(status, "bad_request")
-    return _respond(status, body(code, str(exc.detail)), dict(exc.headers or {}))
+        logger.error("http.error", path=request.url.path, status=status, detail=str(exc.detail))
+        return ApiError(status, "server_error", "internal error")
+    return ApiError(status, _HTTP_CODES.get(status, "bad_request"), str(exc.detail),
+                    headers=headers)
 
 
-def unexpected_handler(req: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def to_api_error(request: Request[Any, Any, Any], exc: Exception) -> ApiError:
+    match exc:
+        case ApiError():
+            return exc
+        case InvalidId():
+            return ApiError(422, "invalid_id", exc.detail, {"field": exc.field})
+        case LockHeld():
+            return ApiError(409, exc.code, exc.detail, {"active_message_id": exc.holder},
+                            extra={"active_message_id": exc.holder})
+        case SessionNotFound():
+            return ApiError(404, "not_found", exc.detail)
+        case ConcurrencyConflict():
+            return ApiError(409, exc.code, exc.detail, headers={"Retry-After": "1"})
+        case ValidationException():
+            return _from_validation(request, exc)
+        case HTTPException():
+            return _from_http(request, exc)
     dependency = unavailable_dependency(exc)
     if dependency is not None:
         # An outage, not a bug: one line, no traceback, and the client is told to retry.
-        logger.warning("http.dependency_unavailable", path=req.url.path, dependency=dependency,
+        logger.warning("http.dependency_unavailable", path=request.url.path, dependency=dependency,
                        error=type(exc).__name__, detail=str(exc)[:200])
         name = {"postgres": "Postgres", "nats": "NATS"}.get(dependency, "a dependency")
-        return api_error_handler(req, unavailable(
-            dependency, f"{name} is unavailable right now; try again shortly"))
-    logger.exception("http.unhandled_error", path=req.url.path, error=type(exc).__name__)
-    return _respond(HTTP_500_INTERNAL_SERVER_ERROR, body("server_error", "internal error"))
+        return unavailable(dependency, f"{name} is unavailable right now; try again shortly")
+    logger.exception("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    return ApiError(HTTP_500_INTERNAL_SERVER_ERROR, "server_error", "internal error")
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ApiError: api_error_handler,
-    InvalidId: invalid_id_handler,
-    LockHeld: lock_held_handler,
-    SessionNotFound: session_missing_handler,
-    ConcurrencyConflict: conflict_handler,
-    ValidationException: validation_handler,
-    HTTPException: http_handler,
-    Exception: unexpected_handler,
-}
+def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The one exception handler: every error is `{"error": {code, message, details}}`."""
+    error = to_api_error(request, exc)
+    detail = ErrorDetail(code=error.code, message=error.message, details=error.details)
+    payload = (ConflictBody(error=detail, **error.extra) if error.extra
+               else ErrorBody(error=detail))
+    return Response(payload, status_code=error.status, headers=error.headers or None)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {Exception: handle}

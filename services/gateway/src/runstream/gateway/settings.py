@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import SecretStr, field_validator
 
+from runstream.gateway.ratelimit import parse_limit
 from runstream.runtime import DatabaseSettings
 
 
 class GatewaySettings(DatabaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    jwt_secret: str = Field(default="", repr=False)
+    # Secrets are SecretStr: repr, str and a JSON dump show '**********'; only Tokens and
+    # /dev-token read the values.
+    jwt_secret: SecretStr = SecretStr("")
     jwt_issuer: str = "runstream"
     stream_token_ttl_s: int = 300
     question_max_bytes: int = 8 * 1024
@@ -23,8 +26,30 @@ class GatewaySettings(DatabaseSettings):
     prefer_wait_max_s: float = 60.0
     sse_heartbeat_s: float = 15.0
     sse_retry_ms: int = 2000
+    # > 0: an SSE response ends after this long and the client resumes with Last-Event-ID
+    # (spreads long-lived streams over replicas after a scale-out); 0: no end.
+    sse_max_s: float = 0
     client_buffer: int = 1024  # frames buffered per stream client before it is dropped
     sample_dataset: str | None = None  # attached to every new session when set
     static_dir: str | None = None  # serve the web UI from here instead of the bundled one
     ws_max_clients: int = 10_000
-    dev_token: str | None = Field(default=None, repr=False)  # offered to loopback clients only
+    dev_token: SecretStr | None = None  # offered to loopback clients only
+    # Rate limits, "N/second|minute|hour|day" or "off", counted across every replica in
+    # the JetStream KV bucket `rate_limit_bucket` (default RL_<stream>):
+    # writes (submits, retries, uploads, new sessions, chart requests, stream tokens) per
+    # owner; routes that need no token (health, metrics, UI, schema) per client address.
+    rate_limit_writes: str = "120/minute"
+    rate_limit_public: str = "600/minute"
+    rate_limit_bucket: str | None = None
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips): behind
+    # an ingress, its addresses, so that the per-address limit counts real clients.
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    @field_validator("rate_limit_writes", "rate_limit_public")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        parse_limit(value)
+        return value
+
+    def rate_limit_bucket_name(self) -> str:
+        return self.rate_limit_bucket or f"RL_{self.stream}"

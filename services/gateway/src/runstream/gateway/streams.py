@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstream.contracts import MESSAGE_END_TYPE, TASK_END_TYPES
+from runstream.gateway.errors import ApiError
 from runstream.gateway.fanout import Frame, Hub, Scope
 
 
@@ -50,8 +51,15 @@ async def open_stream(
     owner_sessions: set[str] | None = None,
     already_ended: bool = False,
     max_batch: int = 256,
+    max_s: float = 0,
 ) -> AsyncIterator[Item]:
-    """Frames come in lists: whatever is ready at once goes out in one write."""
+    """Frames come in lists: whatever is ready at once goes out in one write.
+
+    `max_s` > 0 ends the stream after that long (at the next quiet moment): the client
+    comes back with its cursor, possibly to another replica.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_s if max_s > 0 else float("inf")
     client, position = hub.register(scope, owner_sessions)
     try:
         cursor = after_seq or 0
@@ -71,11 +79,15 @@ async def open_stream(
         queue = client.queue
         while True:
             if queue.empty():
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
                 try:
-                    async with asyncio.timeout(heartbeat_s):
+                    async with asyncio.timeout(min(heartbeat_s, left)):
                         first = await queue.get()
                 except TimeoutError:
-                    yield Heartbeat()
+                    if loop.time() < deadline:
+                        yield Heartbeat()
                     continue
             else:
                 first = queue.get_nowait()
@@ -107,8 +119,6 @@ async def open_stream(
 
 def parse_cursor(last_event_id: str | None, after_seq: str | None) -> int | None:
     """`Last-Event-ID` wins over `?after_seq=`; both must be non-negative integers."""
-    from runstream.gateway.errors import ApiError
-
     raw = last_event_id if last_event_id not in (None, "") else after_seq
     if raw in (None, ""):
         return None

@@ -1,0 +1,275 @@
+"""Rate limits, shared by every gateway replica: per owner for writes, per client address
+for the routes that need no token.
+
+Litestar's `RateLimitConfig` says who is counted (`identifier_for_request`), which routes
+(`check_throttle_handler`, from the handler's `opt`), the limit and the `RateLimit-*`
+headers. The counts live in a JetStream KV bucket (`KVStore`, a Litestar `Store`), so a
+client spreading requests over replicas meets one limit. Litestar's middleware reads a
+history and writes it back, which two replicas can interleave, and keeps one timestamp per
+request; `SharedRateLimit` keeps a count per fixed window instead and adds to it with a
+compare-and-set on the key, retried on a race, so no hit is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from litestar import Request
+from litestar.datastructures import MutableScopeHeaders
+from litestar.middleware.rate_limit import (
+    DURATION_VALUES,
+    DurationUnit,
+    RateLimitConfig,
+    RateLimitMiddleware,
+)
+from litestar.stores.base import StorageObject, Store
+from litestar.types import Message, Receive, Scope, Send
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from runstream.gateway.errors import ApiError, unavailable_dependency
+
+logger = structlog.get_logger()
+
+Policy = Literal["writes", "public"]
+WRITES: dict[str, Any] = {"rate_limit": "writes"}  # a handler's `opt`: counted per owner
+STORE = "rate_limits"
+# A limiter must not slow a request down nor fail it: past this, or with NATS away, the
+# request goes through uncounted (and a warning says so).
+HIT_TIMEOUT_S = 0.5
+
+
+class Window(msgspec.Struct, frozen=True):
+    """One key's fixed window: requests counted so far, and when it ends (Unix time)."""
+
+    count: int
+    reset: int
+
+
+_window = msgspec.json.Decoder(Window)
+_json = msgspec.json.Encoder()
+
+
+class KVStore(Store):
+    """A Litestar `Store` in a JetStream KV bucket (opened in the app's lifespan).
+
+    Keys are hashed (KV keys allow few characters; owners and addresses stay private).
+    The bucket's TTL drops idle keys; `StorageObject` carries a key's own expiry.
+    """
+
+    def __init__(self, bucket: str, ttl_s: float) -> None:
+        self.bucket = bucket
+        self.ttl_s = ttl_s
+        self._kv: KeyValue | None = None
+
+    async def open(self, js: JetStreamContext) -> None:
+        # Memory storage: counts need not outlive a NATS restart.
+        self._kv = await js.create_key_value(KeyValueConfig(
+            bucket=self.bucket, history=1, ttl=self.ttl_s, storage=StorageType.MEMORY,
+            description="Runstream gateway rate-limit counts"))
+
+    @property
+    def kv(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("the rate-limit store is not open yet")
+        return self._kv
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+    async def _entry(self, key: str) -> tuple[StorageObject | None, int]:
+        """The stored object (None when absent or expired) and its revision (0: none)."""
+        try:
+            entry = await self.kv.get(self._key(key))
+        except KeyNotFoundError:  # also a deleted or purged key
+            return None, 0
+        revision = int(entry.revision or 0)
+        if not entry.value:
+            return None, revision
+        obj = StorageObject.from_bytes(entry.value)
+        return (None if obj.expired else obj), revision
+
+    async def set(self, key: str, value: str | bytes,
+                  expires_in: int | timedelta | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        await self.kv.put(self._key(key), StorageObject.new(data, expires_in).to_bytes())
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        obj, _ = await self._entry(key)
+        if obj is None:
+            return None
+        if renew_for and obj.expires_at:
+            await self.set(key, obj.data, renew_for)
+        return obj.data
+
+    async def delete(self, key: str) -> None:
+        await self.kv.delete(self._key(key))
+
+    async def delete_all(self) -> None:
+        await self.kv.purge_deletes(olderthan=-1)
+        for key in await self._keys():
+            await self.kv.purge(key)
+
+    async def _keys(self) -> list[str]:
+        try:
+            return list(await self.kv.keys())
+        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+
+    async def exists(self, key: str) -> bool:
+        return (await self._entry(key))[0] is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        obj, _ = await self._entry(key)
+        return obj.expires_in if obj is not None and obj.expires_at else None
+
+    async def hit(self, key: str, limit: int, window_s: int) -> tuple[Window, bool]:
+        """Count one request against `limit` per window: (the window, whether it fits).
+
+        A compare-and-set on the key's revision: a concurrent hit from another replica
+        makes the write fail, and the hit is counted again on the fresh value. Every
+        failed write is another hit's success, so the loop ends.
+        """
+        while True:
+            now = int(time.time())
+            obj, revision = await self._entry(key)
+            window = Window(count=0, reset=now + window_s)
+            if obj is not None:
+                stored = _window.decode(obj.data)
+                if stored.reset > now:
+                    window = stored
+            if window.count >= limit:
+                return window, False
+            window = Window(count=window.count + 1, reset=window.reset)
+            data = StorageObject.new(_json.encode(window), window.reset - now).to_bytes()
+            try:
+                if revision:
+                    await self.kv.update(self._key(key), data, last=revision)
+                else:
+                    await self.kv.create(self._key(key), data)
+            except KeyWrongLastSequenceError:
+                continue
+            return window, True
+
+
+@dataclass
+class LimitConfig(RateLimitConfig):
+    """`RateLimitConfig` for one policy of this gateway."""
+
+    policy: Policy = "writes"
+
+
+class SharedRateLimit(RateLimitMiddleware):
+    """Counts through `KVStore.hit` and answers 429 in the API's error shape."""
+
+    config: LimitConfig
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope["litestar_app"]
+        request: Request[Any, Any, Any] = app.request_class(scope)
+        if not await self.should_check_request(request):
+            await self.app(scope, receive, send)
+            return
+        store = self.config.get_store_from_app(app)
+        assert isinstance(store, KVStore)
+        try:
+            window, allowed = await asyncio.wait_for(
+                store.hit(self.cache_key_from_request(request), self.max_requests,
+                          DURATION_VALUES[self.unit]),
+                HIT_TIMEOUT_S)
+        except Exception as exc:
+            if not isinstance(exc, TimeoutError) and unavailable_dependency(exc) is None:
+                raise
+            logger.warning("rate_limit.not_counted", policy=self.config.policy,
+                           error=type(exc).__name__)
+            await self.app(scope, receive, send)
+            return
+        headers = self._headers(window)
+        reset = headers[self.config.rate_limit_reset_header_key]
+        if not allowed:
+            raise ApiError(
+                429, "rate_limited",
+                f"too many requests: at most {self.max_requests} per {self.unit}",
+                {"policy": self.config.policy, "limit": self.max_requests,
+                 "window_s": DURATION_VALUES[self.unit]},
+                headers={**headers, "Retry-After": reset})
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                response_headers = MutableScopeHeaders(message)
+                for name, value in headers.items():
+                    response_headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _headers(self, window: Window) -> dict[str, str]:
+        """The IETF draft's RateLimit-* headers, as Litestar names them."""
+        c = self.config
+        return {
+            c.rate_limit_policy_header_key: f"{self.max_requests}; w={DURATION_VALUES[self.unit]}",
+            c.rate_limit_limit_header_key: str(self.max_requests),
+            c.rate_limit_remaining_header_key: str(max(0, self.max_requests - window.count)),
+            c.rate_limit_reset_header_key: str(max(1, window.reset - int(time.time()))),
+        }
+
+
+def parse_limit(text: str) -> tuple[DurationUnit, int] | None:
+    """`"120/minute"` -> ("minute", 120); `"off"` -> None."""
+    if text.strip().lower() == "off":
+        return None
+    count, _, unit = text.partition("/")
+    unit = unit.strip().lower()
+    if not count.strip().isdigit() or int(count) < 1 or unit not in DURATION_VALUES:
+        raise ValueError(f"rate limit {text!r}: use N/second|minute|hour|day, or off")
+    return unit, int(count)  # type: ignore[return-value]
+
+
+def _owner(request: Request[Any, Any, Any]) -> str:
+    return f"owner:{request.user}"
+
+
+def _address(request: Request[Any, Any, Any]) -> str:
+    # The peer address (uvicorn's proxy headers set it behind a trusted ingress);
+    # X-Forwarded-For is never read here: any client could write it.
+    return f"address:{request.client.host if request.client else 'unknown'}"
+
+
+def _is_write(request: Request[Any, Any, Any]) -> bool:
+    return request.route_handler.opt.get("rate_limit") == "writes"
+
+
+def _is_public(request: Request[Any, Any, Any]) -> bool:
+    return bool(request.route_handler.opt.get("exclude_from_auth")) or (
+        request.url.path.startswith("/schema"))
+
+
+def limits(writes: str, public: str) -> list[LimitConfig]:
+    """The configured policies (a policy set to `off` has none)."""
+    configs = []
+    for policy, text, who, which in (("writes", writes, _owner, _is_write),
+                                     ("public", public, _address, _is_public)):
+        rate = parse_limit(text)
+        if rate is not None:
+            configs.append(LimitConfig(
+                rate_limit=rate, policy=policy, identifier_for_request=who,  # type: ignore[arg-type]
+                check_throttle_handler=which, middleware_class=SharedRateLimit, store=STORE))
+    return configs
+
+
+def window_s(*texts: str) -> int:
+    """The longest window of the policies: how long the bucket keeps an idle key."""
+    return max([DURATION_VALUES[r[0]] for r in map(parse_limit, texts) if r] or [60])
