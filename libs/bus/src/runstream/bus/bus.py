@@ -62,6 +62,15 @@ def event_headers(event: Event, msg_id: str | None = None) -> dict[str, str]:
     return inject_headers(headers)
 
 
+def server_urls(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` -> both: one setting names every node of a cluster
+    (nats-py takes a list; given one string it would treat it as a single URL)."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no NATS server URL given")
+    return urls
+
+
 class Bus:
     """One NATS connection and its JetStream context, bound to one stream and prefix."""
 
@@ -88,7 +97,7 @@ class Bus:
             log.warning("nats_error", error=str(exc))
 
         nc = await nats.connect(
-            settings.url,
+            server_urls(settings.url),
             name=name,
             connect_timeout=settings.connect_timeout_s,
             max_reconnect_attempts=-1,

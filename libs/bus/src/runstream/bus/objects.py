@@ -22,7 +22,9 @@ async def dataset_store(bus: Bus) -> ObjectStore:
             return await bus.js.create_object_store(
                 bucket,
                 config=api.ObjectStoreConfig(
-                    description="Runstream datasets", storage=api.StorageType.FILE
+                    description="Runstream datasets", storage=api.StorageType.FILE,
+                    # As many copies as the stream: a dataset must outlive a node too.
+                    replicas=bus.settings.replicas,
                 ),
             )
         return await bus.js.object_store(bucket)
