@@ -229,6 +229,8 @@ class AnalysisWorker:
     ) -> Plan | None:
         try:
             async with guard.keep_renewed("plan"):
+                if self.settings.planner_delay_s > 0:
+                    await asyncio.sleep(self.settings.planner_delay_s)  # the test/demo knob
                 return await self.planner.plan(planning)
         except PlannerError as exc:
             if not exc.retryable:
