@@ -33,6 +33,7 @@ from runstream.bus import (
 from runstream.bus.steps import (
     MessageGuard,
     StepReporter,
+    Stop,
     on_max_deliveries,
     session_events,
     settle_dead_letter,
@@ -230,7 +231,7 @@ class AnalysisWorker:
         try:
             async with guard.keep_renewed("plan"):
                 if self.settings.planner_delay_s > 0:
-                    await asyncio.sleep(self.settings.planner_delay_s)  # the test/demo knob
+                    await _hold(guard, self.settings.planner_delay_s)
                 return await self.planner.plan(planning)
         except PlannerError as exc:
             if not exc.retryable:
@@ -261,6 +262,17 @@ class AnalysisWorker:
     ) -> None:
         await steps.failed(step, detail, code=code)
         await guard.settle("failed", error=ErrorInfo(code=code, message=detail, step=step))
+
+
+async def _hold(guard: MessageGuard, seconds: float) -> None:
+    """The planner delay (a test/demo knob). A cancel ends it, checked twice a second, so a
+    held analysis can be cancelled like any other instead of pinning its worker."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(0.5, left))
+        if await guard.cancel_requested():
+            raise Stop("cancel requested")
 
 
 async def run_worker(
