@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -137,19 +138,24 @@ class Bus:
         )
 
     async def provision(self) -> api.StreamInfo:
-        """Create the stream, or bring an existing one to the configured settings."""
+        """Create the stream, or bring an existing one to the configured settings; and
+        the datasets bucket. The bucket is made here, at start-up, not on the first
+        upload: on a cluster, a burst of first uploads each creating the replicated
+        bucket at once left every one of them timing out (5 s) while it settled."""
         config = self.stream_config()
+        info: api.StreamInfo | None = None
         try:
             await self.js.stream_info(self.stream)
         except NotFoundError:
-            try:
-                return await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                pass  # another process created it first
-        return await self.js.update_stream(config)
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # another was first
+                info = await self.js.add_stream(config)
+        if info is None:
+            info = await self.js.update_stream(config)
+        await self.datasets()
+        return info
 
     async def datasets(self) -> Any:
-        """The Object Store bucket holding uploaded datasets (created on first use)."""
+        """The Object Store bucket holding uploaded datasets (created if missing)."""
         from runstream.bus.objects import dataset_store
 
         return await dataset_store(self)
