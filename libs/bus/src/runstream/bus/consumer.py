@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import api
@@ -103,6 +104,7 @@ class _Runner:
         self.bus = bus
         self.spec = spec
         self.log = logger.bind(consumer=spec.durable)
+        self._unavailable_logged = False
 
     async def _subscribe(self) -> Any:
         await ensure_consumer(self.bus, self.spec)
@@ -123,15 +125,29 @@ class _Runner:
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
             await asyncio.sleep(0.2)
             return []
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+            # No server leads the consumer right now: on a cluster, its leader's node
+            # died and the survivors are electing another. Wait for it, do not exit.
+            self._unavailable(exc)
+            await asyncio.sleep(0.5)
+            return []
+        self._unavailable_logged = False
         if batch > 1:
             with contextlib.suppress(
                 TimeoutError,
                 nats.errors.TimeoutError,
                 nats.errors.ConnectionClosedError,
                 nats.errors.ConnectionReconnectingError,
+                nats.js.errors.ServiceUnavailableError,
+                nats.errors.NoRespondersError,
             ):
                 msgs += await psub.fetch(batch - 1, timeout=TOP_UP_S)
         return msgs
+
+    def _unavailable(self, exc: Exception) -> None:
+        if not self._unavailable_logged:  # once per outage, not twice a second
+            self.log.warning("consumer_unavailable", error=type(exc).__name__)
+            self._unavailable_logged = True
 
 
 class MessageConsumer(_Runner):

@@ -132,6 +132,7 @@ class NatsCluster:
                           for n in self.names if n != name)
         store = self.base_dir / name
         store.mkdir(parents=True, exist_ok=True)
+        log = (self.base_dir / f"{name}.log").open("ab")  # the node's own log, for a post-mortem
         self.procs[name] = subprocess.Popen(
             [
                 nats_server_binary(),
@@ -141,8 +142,9 @@ class NatsCluster:
                 "--cluster", f"nats://127.0.0.1:{self.cluster_ports[name]}",
                 "--routes", routes,
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT,
         )
+        log.close()  # the child holds its own copy
         _wait_port(self.ports[name], 15, self.procs[name])
 
     def kill9(self, name: str) -> None:
