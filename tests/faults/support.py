@@ -286,7 +286,8 @@ async def measure(
         stuck += len(pending)
         if pending:
             problems.append(f"{len(pending)} analyses in the stream never settled")
-        statuses = Counter(settles[m].status for m in messages if m in settles)
+        statuses: Counter[str] = Counter(
+            str(settles[m].status) for m in messages if m in settles)
 
         # Nothing twice: in the stream, and in the read models.
         dupes = _stream_duplicates(events)
