@@ -180,6 +180,7 @@ class Load:
         self.settled: Counter[int] = Counter()  # per phase, as the clients saw them
         self.retries: Counter[str] = Counter()  # why submits were retried
         self.fallbacks = 0  # settles learnt from GET after an SSE stream broke
+        self.ended_early = 0  # SSE streams that ended cleanly before the settle frame
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -247,6 +248,7 @@ class Load:
                             after = frame.id or after
                             if frame.event == "analysis_settled":
                                 return str(frame.data["status"])
+                        self.ended_early += 1
             # The stream ended or broke before the settle: ask the read model.
             with contextlib.suppress(httpx.TransportError, json.JSONDecodeError):
                 r = await c.get(f"/api/messages/{mid}")
@@ -586,11 +588,12 @@ def _sandbox_pid(log: Path, message_id: str) -> int | None:
 
 def table(rows: list[Row]) -> str:
     """The report: one line per fault."""
-    head = (f"{'fault':<34} {'completed/submitted':>19} {'lost':>5} {'dupes':>6} "
+    width = max([5, *(len(r.fault) for r in rows)])
+    head = (f"{'fault':<{width}}  {'completed/submitted':>19} {'lost':>5} {'dupes':>6} "
             f"{'stuck':>6} {'recover s':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         rec = f"{r.recover_s:.1f}" if r.recover_s is not None else "never"
-        lines.append(f"{r.fault:<34} {f'{r.completed}/{r.submitted}':>19} {r.lost:>5} "
+        lines.append(f"{r.fault:<{width}}  {f'{r.completed}/{r.submitted}':>19} {r.lost:>5} "
                      f"{r.duplicates:>6} {r.stuck:>6} {rec:>10}")
     return "\n".join(lines)

@@ -156,8 +156,9 @@ async def finish(chaos: Chaos, rows: list[Row], started: float) -> None:
     done = await asyncio.wait_for(asyncio.gather(*chaos.clients, return_exceptions=True), 60)
     failures = [r for r in done if isinstance(r, BaseException)]
     print(f"\n{table(rows)}\nwall time {time.perf_counter() - started:.0f} s; submit retries "
-          f"{dict(chaos.load.retries)}; settles read after a broken SSE stream: "
-          f"{chaos.load.fallbacks}")
+          f"{dict(chaos.load.retries)}; settles read by GET after a broken SSE stream: "
+          f"{chaos.load.fallbacks}; SSE streams ended before their settle frame: "
+          f"{chaos.load.ended_early}")
     assert not failures, failures[:3]
     assert all(r.clean for r in rows), [(r.fault, r.problems) for r in rows if not r.clean]
     assert all(r.completed == r.submitted for r in rows), [
