@@ -181,6 +181,7 @@ class Load:
         self.retries: Counter[str] = Counter()  # why submits were retried
         self.fallbacks = 0  # settles learnt from GET after an SSE stream broke
         self.ended_early = 0  # SSE streams that ended cleanly before the settle frame
+        self._releases: set[asyncio.Task[None]] = set()
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -188,9 +189,16 @@ class Load:
             timeout=httpx.Timeout(15.0, read=30.0),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=0))
 
-    def release(self, phase: int, n: int, slow: int = 0) -> None:
-        for i in range(n):
-            self.tickets.put_nowait((phase, i < slow))
+    def release(self, phase: int, n: int, slow: int = 0, spread_s: float = 3.0) -> None:
+        """Hand out `n` tickets (the slow ones first) over `spread_s`: submits arrive over
+        a few seconds, as users' do, so a fault lands among them, not after them."""
+        async def hand_out() -> None:
+            for i in range(n):
+                self.tickets.put_nowait((phase, i < slow))
+                await asyncio.sleep(spread_s / n)
+
+        self._releases.add(task := asyncio.create_task(hand_out()))
+        task.add_done_callback(self._releases.discard)
 
     def of(self, phase: int) -> list[Accepted]:
         return [a for a in self.accepted if a.phase == phase]
