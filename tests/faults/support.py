@@ -1,7 +1,8 @@
 """What the fault suites share: services as killable processes, a burst of analyses
 through the HTTP API, and the invariants every run must end with.
 
-The invariants (asserted after every fault, by `make test` and `make chaos`):
+The invariants (counted by `measure`, asserted by `verify` after every fault, in
+`make test` and `make chaos`):
 - every submitted analysis settled, exactly once, `completed`;
 - the read models equal a fresh rebuild of the stream, row for row;
 - no log line, step or terminal event twice (in the stream and in the read models);
@@ -184,24 +185,44 @@ async def wait_settled(bus: Bus, messages: list[str], timeout: float) -> float:
 
 @dataclass
 class Verdict:
+    """What a run left behind, counted (not assumed) before anything is asserted.
+
+    - lost: submitted analyses the stream never recorded or never settled, rows a fresh
+      rebuild of the stream has that the live read models lack (or hold differently),
+      and events the projector refused as poison without a fold rule saying so;
+    - duplicates: facts stored twice in the stream (settles, scripts, results, step
+      starts/completions per attempt, log lines) or in the read models (log rows twice,
+      rows the live read models have that a rebuild does not produce);
+    - stuck: analyses requested in the stream (by anyone) never settled, and session
+      locks still held (in the stream's session aggregates or in `session_locks`).
+    """
+
     submitted: int
     completed: int
-    lost_events: int  # events in the stream the read models do not reflect
-    duplicates: int  # terminal events, steps or log lines stored twice
-    stuck: int  # analyses not settled, or locks still held
+    lost: int
+    duplicates: int
+    stuck: int
+    problems: list[str] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)  # settled status of `messages`
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == self.duplicates == self.stuck == 0
 
 
-async def _caught_up(pool: asyncpg.Pool, last_seq: int, timeout: float) -> None:
+async def _caught_up(pool: asyncpg.Pool, last_seq: int, timeout: float) -> int:
+    """The projector's checkpoint once it reaches `last_seq` (or where it stopped)."""
     deadline = time.perf_counter() + timeout
+    seq = 0
     while True:
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             seq = await pool.fetchval(
                 "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)",
                 PROJECTOR)
             if seq >= last_seq:
-                return
+                return int(seq)
         if time.perf_counter() > deadline:
-            raise TimeoutError(f"the projector did not reach {last_seq} within {timeout}s")
+            return int(seq)
         await asyncio.sleep(0.1)
 
 
@@ -228,66 +249,111 @@ def _stream_duplicates(events: list[tuple[int, Any]]) -> Counter[str]:
     return Counter({str(k): n - 1 for k, n in counts.items() if n > 1})
 
 
-async def verify(
+def _rows(table: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(repr(sorted(row.items())) for row in table)
+
+
+async def measure(
     bus: Bus, database_url: str, messages: list[str], *, schema: str = "runstream",
-    expect: str = "completed", catch_up_s: float = 60.0,
+    catch_up_s: float = 60.0,
 ) -> Verdict:
-    """Assert every invariant; returns the figures for a report."""
+    """Count what the invariants forbid, after the projector has caught up with the
+    stream as it is now; `messages` are the analyses the caller got a 202 for."""
     events = await stream_events(bus)
     last_seq = events[-1][0] if events else 0
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2,
                                      server_settings={"search_path": schema})
     assert pool is not None
     verify_schema = f"verify_{secrets.token_hex(4)}"
+    problems: list[str] = []
+    lost = duplicates = stuck = 0
     try:
-        await _caught_up(pool, last_seq, catch_up_s)
+        checkpoint = await _caught_up(pool, last_seq, catch_up_s)
+        if checkpoint < last_seq:
+            problems.append(f"the projector stopped at {checkpoint} of {last_seq}")
 
-        # Every analysis settled exactly once, as expected.
-        settles = Counter(e.message_id for _, e in events if isinstance(e, AnalysisSettled))
-        status = {r["message_id"]: r["status"] for r in await pool.fetch(
-            "SELECT message_id, status FROM messages WHERE message_id = any($1)", messages)}
-        not_settled = [m for m in messages if settles[m] == 0]
-        assert not not_settled, f"{len(not_settled)} analyses never settled"
-        completed = sum(1 for m in messages if status.get(m) == "completed")
-        assert completed == len(messages) or expect != "completed", Counter(status.values())
+        # Every submitted analysis recorded and settled; every recorded one settled.
+        settles = {e.message_id: e for _, e in events if isinstance(e, AnalysisSettled)}
+        requested = {e.message_id for _, e in events if isinstance(e, AnalysisRequested)}
+        unrecorded = [m for m in messages if m not in requested]
+        unsettled = [m for m in messages if m not in settles]
+        lost += len(unrecorded) + len(unsettled)
+        if unrecorded:
+            problems.append(f"{len(unrecorded)} accepted analyses not in the stream")
+        if unsettled:
+            problems.append(f"{len(unsettled)} submitted analyses never settled")
+        pending = [m for m in requested if m not in settles]
+        stuck += len(pending)
+        if pending:
+            problems.append(f"{len(pending)} analyses in the stream never settled")
+        statuses: Counter[str] = Counter(
+            str(settles[m].status) for m in messages if m in settles)
 
         # Nothing twice: in the stream, and in the read models.
         dupes = _stream_duplicates(events)
-        assert not dupes, f"recorded twice in the stream: {dict(list(dupes.items())[:5])}"
-        row_dupes = await pool.fetchval(
-            "SELECT count(*) - count(DISTINCT event_id) FROM message_logs")
-        assert row_dupes == 0, f"{row_dupes} log rows stored twice"
+        if dupes:
+            duplicates += sum(dupes.values())
+            problems.append(f"recorded twice in the stream: {dict(list(dupes.items())[:5])}")
+        row_dupes = int(await pool.fetchval(
+            "SELECT count(*) - count(DISTINCT event_id) FROM message_logs"))
+        if row_dupes:
+            duplicates += row_dupes
+            problems.append(f"{row_dupes} log rows stored twice")
 
         # No lock held: the last session event of every session carries none.
         last_lock: dict[str, Any] = {}
         for _, e in events:
             if isinstance(e, SessionEvent):
                 last_lock[e.session_id] = e.lock
-        held = {sid: lock for sid, lock in last_lock.items() if lock is not None}
-        assert not held, f"{len(held)} session locks still held in the stream"
-        assert await pool.fetchval("SELECT count(*) FROM session_locks") == 0
+        held = [sid for sid, lock in last_lock.items() if lock is not None]
+        lock_rows = int(await pool.fetchval("SELECT count(*) FROM session_locks"))
+        stuck += len(held) + lock_rows
+        if held or lock_rows:
+            problems.append(f"locks held: {len(held)} in the stream, {lock_rows} rows")
 
         # Only the poison the fold rules expect (late logs of a cancelled or re-run step).
         poison = await pool.fetch(
             "SELECT seq, error FROM poison_events WHERE error NOT LIKE 'late log:%' "
             "AND error NOT LIKE 'stale log:%'")
-        assert not poison, [dict(r) for r in poison[:5]]
+        if poison:
+            lost += len(poison)
+            problems.append(f"poison: {[dict(r) for r in poison[:5]]}")
 
         # The read models equal a fresh rebuild of the stream, row for row.
         live = await dump(pool, schema)
         await rebuild_from(database_url, bus.js, bus.stream, bus.subjects.all,
                            schema=verify_schema)
         rebuilt = await dump(pool, verify_schema)
-        differing = [t for t in live if live[t] != rebuilt[t]]
-        assert not differing, f"read models differ from a rebuild in {differing}"
-        requested = sum(1 for _, e in events if isinstance(e, AnalysisRequested))
-        assert requested >= len(messages)
-        return Verdict(submitted=len(messages), completed=completed, lost_events=0,
-                       duplicates=0, stuck=0)
+        for table in live:
+            have, want = _rows(live[table]), _rows(rebuilt[table])
+            missing, extra = sum((want - have).values()), sum((have - want).values())
+            lost += missing
+            duplicates += extra
+            if missing or extra:
+                problems.append(f"{table}: {missing} rows of a rebuild missing, "
+                                f"{extra} rows a rebuild does not have")
+        return Verdict(submitted=len(messages), completed=statuses["completed"], lost=lost,
+                       duplicates=duplicates, stuck=stuck, problems=problems,
+                       statuses=statuses)
     finally:
         with contextlib.suppress(Exception):
             await pool.execute(f'DROP SCHEMA IF EXISTS "{verify_schema}" CASCADE')
         await pool.close()
+
+
+async def verify(
+    bus: Bus, database_url: str, messages: list[str], *, schema: str = "runstream",
+    expect: str = "completed", catch_up_s: float = 60.0,
+) -> Verdict:
+    """Assert every invariant (nothing lost, twice or stuck; all `expect`ed to complete
+    did); returns the figures for a report."""
+    verdict = await measure(bus, database_url, messages, schema=schema, catch_up_s=catch_up_s)
+    assert verdict.clean, verdict.problems
+    if expect == "completed":
+        assert verdict.completed == verdict.submitted, (
+            f"{verdict.submitted - verdict.completed} of {verdict.submitted} not completed: "
+            f"{verdict.statuses}")
+    return verdict
 
 
 def bus_settings(settings: Any) -> BusSettings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -15,11 +16,13 @@ import pytest_asyncio
 
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.bus import Bus
+from runstream.contracts import Lock, SessionRead, StepCompleted, new_id, utcnow
 from runstream.testing import PostgresCluster, wait_until
 from tests.faults.support import (
     Services,
     burst,
     bus_settings,
+    measure,
     open_sessions,
     service_env,
     verify,
@@ -60,6 +63,41 @@ async def test_a_burst_four_times_the_worker_concurrency_drains_at_default_setti
             verdict = await verify(bus, database_url, b.messages)
     print(f"\nburst: {BURST} concurrent analyses at default settings drained in "
           f"{drained:.1f} s ({verdict.completed}/{verdict.submitted} completed)")
+
+
+async def test_the_verdict_counts_a_lost_row_a_duplicate_and_a_held_lock(
+    stack_factory: Any, database_url: str,
+) -> None:
+    """The counts are measured: tamper with a clean run and each one moves."""
+    async with stack_factory(workers=True) as stack, stack.client(timeout=60) as c:
+        [sid, idle] = await open_sessions(c, 2)
+        async with Bus.connect(bus_settings(stack.settings), name="faults") as bus:
+            b = await burst(c, [sid])
+            await wait_settled(bus, b.messages, timeout=60)
+            assert (await verify(bus, database_url, b.messages)).clean
+            [mid] = b.messages
+            # A step completed twice (another event id, so the stream keeps both)...
+            await bus.publish(StepCompleted(
+                event_id=new_id(), at=utcnow(), session_id=sid, message_id=mid,
+                step="chart", duration_ms=1))
+            # ... a lock left held on another session (by an event no worker acts on) ...
+            now = utcnow()
+            await bus.publish(SessionRead(
+                event_id=new_id(), at=now, session_id=idle, owner="alice",
+                lock=Lock(message_id=new_id(), acquired_at=now,
+                          expires_at=now + timedelta(hours=1))))
+            # ... and a log row gone from the live read models.
+            await wait_until(lambda: _caught_up(database_url, bus), timeout=30)
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute(
+                    "DELETE FROM runstream.message_logs WHERE seq = (SELECT min(seq) FROM "
+                    "runstream.message_logs WHERE message_id = $1)", mid)
+            finally:
+                await conn.close()
+            verdict = await measure(bus, database_url, b.messages)
+    assert (verdict.lost, verdict.duplicates) == (1, 1), verdict.problems
+    assert verdict.stuck == 2, verdict.problems  # held in the stream and in session_locks
 
 
 async def test_the_projector_killed_mid_burst_loses_and_repeats_nothing(

@@ -119,11 +119,14 @@ async def running(*runners: Runner) -> AsyncIterator[None]:
 
 class FakeChatCompletions:
     """A small OpenAI-compatible server: the first `stalls` requests never get an answer
-    (the planner's timeout fires), later ones answer with a JSON plan."""
+    (the planner's timeout fires), later ones answer with a JSON plan: `sql`, or what
+    `sql_for(question)` picks."""
 
-    def __init__(self, *, stalls: int, sql: str) -> None:
+    def __init__(self, *, stalls: int, sql: str,
+                 sql_for: Callable[[str], str] | None = None) -> None:
         self.stalls = stalls
         self.sql = sql
+        self.sql_for = sql_for
         self.requests = 0
         self._handlers: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -155,11 +158,16 @@ class FakeChatCompletions:
             for line in head.decode().split("\r\n"):
                 if line.lower().startswith("content-length:"):
                     length = int(line.split(":", 1)[1])
-            await reader.readexactly(length)
+            request = await reader.readexactly(length)
             self.requests += 1
             if self.requests <= self.stalls:
                 await asyncio.Event().wait()  # never answers; the client times out
-            content = json.dumps({"sql": self.sql, "explanation": "average revenue per region"})
+            sql = self.sql
+            if self.sql_for is not None:
+                # The planner's user message ends with "Question: <the question>".
+                prompt = json.loads(request)["messages"][-1]["content"]
+                sql = self.sql_for(prompt.rsplit("Question: ", 1)[-1])
+            content = json.dumps({"sql": sql, "explanation": "average revenue per region"})
             body = json.dumps({
                 "id": "chatcmpl-1", "object": "chat.completion", "model": "fake",
                 "choices": [{"index": 0, "finish_reason": "stop",

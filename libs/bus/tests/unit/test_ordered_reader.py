@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import nats.errors
 import pytest
 
-from runstream.bus import Bus, OrderedReader, ReaderLost
+from runstream.bus import Bus, BusSettings, OrderedReader, ReaderLost
 from runstream.contracts import LogAppended, new_id, utcnow
+from runstream.testing import NatsCluster, wait_until
 
 
 def _log(text: str) -> LogAppended:
@@ -104,3 +107,56 @@ async def test_read_to_end_stops_at_the_end_of_the_stream_now(bus: Bus):
     finally:
         await reader.close()
     assert got == seqs
+
+
+async def _retrying(bus: Bus, n: int, start: int) -> list[int]:
+    """Publish through a cluster fail-over: a publish refused while the stream elects a
+    leader is sent again (same event id, so it is stored once)."""
+    seqs = []
+    for i in range(start, start + n):
+        event = _log(str(i))
+        for _ in range(100):
+            try:
+                seqs.append((await bus.publish(event, timeout=1.0)).seq)
+                break
+            except (nats.errors.Error, TimeoutError):
+                await asyncio.sleep(0.2)
+    return seqs
+
+
+async def test_a_consumer_whose_cluster_node_died_is_given_up_and_a_new_one_resumes(
+    tmp_path: Path,
+):
+    cluster = await asyncio.to_thread(NatsCluster(base_dir=tmp_path).start)
+    try:
+        settings = BusSettings(url=cluster.url, stream="RS_CLUSTER", prefix="c", replicas=3)
+        async with Bus.connect(settings, name="reader-cluster") as bus:
+            await wait_until(lambda: _provisioned(bus), timeout=30, interval=0.2)
+            seqs = await _retrying(bus, 10, 0)
+            reader = _reader(bus)
+            await reader.start(0)
+            try:
+                first = await _read(reader, seqs[-1])
+                # The reader's consumer lives on one node (R1, in memory): kill that node.
+                info = await bus.js.consumer_info(bus.stream, reader._name)
+                assert info.cluster is not None and info.cluster.leader in cluster.names
+                await asyncio.to_thread(cluster.kill9, info.cluster.leader)
+                more = await _retrying(bus, 10, 10)
+                with pytest.raises(ReaderLost):  # not a wait until the node is back
+                    await _read(reader, more[-1], timeout=20)
+                await reader.start(reader.position)  # the caller's position
+                rest = await _read(reader, more[-1], timeout=20)
+            finally:
+                await reader.close()
+        assert first + rest == seqs + more, "nothing lost, nothing twice, in order"
+    finally:
+        await asyncio.to_thread(cluster.cleanup)
+
+
+async def _provisioned(bus: Bus) -> bool:
+    """The stream exists at R3 once the cluster has elected its meta leader."""
+    try:
+        await bus.provision()
+    except (nats.errors.Error, TimeoutError):
+        return False
+    return True

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
 
-from runstream.bus import Bus, Delivery, SessionAggregate, put_dataset, read_subject
+from runstream.bus import Bus, Delivery, Retry, SessionAggregate, put_dataset, read_subject
 from runstream.contracts import (
     EVENT_MAX_BYTES,
     AnalysisSettled,
@@ -219,3 +221,49 @@ async def test_a_message_whose_lock_went_to_another_settles_expired(bus: Bus):
     assert [(e.message_id, e.status) for e in settles] == [(mid, "expired")]
     assert settles[0].lock is not None and settles[0].lock.message_id == other
     assert not any(isinstance(e, ExecutionCompleted) for e in events)
+
+
+# About a second of work: long enough to be killed mid-query, short enough to finish.
+SLOW_SQL = ("SELECT count(*) AS pairs FROM range(9000) a, range(9000) b "
+            "WHERE (a.range * 7 + b.range) % 13 = 5")
+
+
+async def _kill_its_child(worker: ExecutionWorker, mid: str, delivery: Delivery) -> None:
+    """Handle `delivery` while SIGKILLing its sandbox child from outside, as the OOM
+    killer would; the handler must ask for a redelivery (Retry)."""
+    handling = asyncio.create_task(worker.handle(delivery))
+
+    async def child() -> int | None:
+        return worker.children.get(mid)
+
+    os.kill(await wait_until(child, timeout=10, interval=0.01), signal.SIGKILL)
+    with pytest.raises(Retry):
+        await asyncio.wait_for(handling, 10)
+
+
+async def test_a_sandbox_killed_from_outside_is_retried_and_completes_once(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(bus, sid, mid, SLOW_SQL)
+    worker = ExecutionWorker(bus, settings(bus))
+    await _kill_its_child(worker, mid, delivery)
+    events = await events_of(bus, sid)
+    assert not any(isinstance(e, ExecutionFailed | StepFailed | AnalysisSettled)
+                   for e in events), "a kill from outside is not the query's failure"
+    [warning] = [e for e in events if isinstance(e, LogAppended) and e.level == "warning"]
+    assert "killed from outside" in warning.text and "attempt 1 of 4" in warning.text
+
+    await worker.handle(delivery)  # the redelivery
+    events = await events_of(bus, sid)
+    assert len([e for e in events if isinstance(e, ExecutionCompleted)]) == 1
+    assert len([e for e in events if isinstance(e, StepStarted)]) == 1, "deduplicated"
+    assert not any(isinstance(e, AnalysisSettled) for e in events)
+
+
+async def test_a_sandbox_killed_on_the_last_delivery_settles_failed_as_a_dead_letter(bus: Bus):
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(bus, sid, mid, SLOW_SQL)
+    await _kill_its_child(ExecutionWorker(bus, settings(bus, max_deliver=1)), mid, delivery)
+    settled = (await events_of(bus, sid))[-1]
+    assert isinstance(settled, AnalysisSettled) and settled.status == "failed"
+    assert settled.error is not None and settled.error.code == "max_deliveries"
+    assert settled.dead_letter is not None and settled.dead_letter.deliveries == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from datetime import date, timedelta
@@ -259,3 +260,21 @@ async def test_the_dataset_temp_file_is_deleted_afterwards(
     await _run("SELECT count(*) FROM data")
     await _error("SELECT nope FROM data")
     assert os.listdir(tmp_path) == []
+
+
+async def test_a_child_killed_from_outside_is_a_retryable_error_not_a_memory_error() -> None:
+    pid_box: list[int] = []
+    running = asyncio.Event()
+    task = asyncio.create_task(
+        run_sandboxed(
+            data=CSV, fmt="csv", table_name="data", sql=ENDLESS,
+            limits=SandboxLimits(timeout_s=60), on_start=pid_box.append,
+            on_running=running.set,
+        )
+    )
+    await asyncio.wait_for(running.wait(), timeout=30)
+    os.kill(pid_box[0], signal.SIGKILL)  # as the OOM killer or an operator would
+    with pytest.raises(SandboxError) as info:
+        await asyncio.wait_for(task, 10)
+    assert info.value.kind == "killed" and info.value.retryable, info.value.message
+    assert not (await _error("SELECT nope FROM data")).retryable

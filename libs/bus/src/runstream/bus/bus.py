@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from nats.aio.client import DEFAULT_PENDING_SIZE
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
 
 from runstream.bus.errors import EventTooLarge, LogTextTooLarge
 from runstream.bus.settings import BusSettings
@@ -61,6 +63,15 @@ def event_headers(event: Event, msg_id: str | None = None) -> dict[str, str]:
     return inject_headers(headers)
 
 
+def server_urls(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` -> both: one setting names every node of a cluster
+    (nats-py takes a list; given one string it would treat it as a single URL)."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no NATS server URL given")
+    return urls
+
+
 class Bus:
     """One NATS connection and its JetStream context, bound to one stream and prefix."""
 
@@ -107,7 +118,7 @@ class Bus:
             log.warning("nats.error", error=str(exc))
 
         nc = await nats.connect(
-            settings.url,
+            server_urls(settings.url),
             name=name,
             connect_timeout=settings.connect_timeout_s,
             max_reconnect_attempts=-1,
@@ -150,16 +161,35 @@ class Bus:
         )
 
     async def provision(self) -> api.StreamInfo:
-        """Create the stream, or bring an existing one to the configured settings."""
+        """Create the stream, or bring an existing one to the configured settings; and
+        the datasets bucket. The bucket is made here, at start-up, not on the first
+        upload: on a cluster, a burst of first uploads each creating the replicated
+        bucket at once left every one of them timing out (5 s) while it settled."""
         config = self.stream_config()
+        info: api.StreamInfo | None = None
         try:
             await self.js.stream_info(self.stream)
         except NotFoundError:
-            try:
-                return await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                pass  # another process created it first
-        return await self.js.update_stream(config)
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # another was first
+                info = await self.js.add_stream(config)
+        if info is None:
+            info = await self.js.update_stream(config)
+        await self.datasets_bucket()
+        return info
+
+    async def datasets_bucket(self) -> ObjectStore:
+        """The Object Store bucket holding uploaded datasets, created if missing, with as
+        many copies as the stream (a dataset must outlive a node too)."""
+        bucket = self.settings.datasets_bucket
+        try:
+            return await self.js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # another was first
+                return await self.js.create_object_store(bucket, config=api.ObjectStoreConfig(
+                    description="Runstream datasets", storage=api.StorageType.FILE,
+                    replicas=self.settings.replicas,
+                ))
+            return await self.js.object_store(bucket)
 
     # --- publishing -------------------------------------------------------------------
     async def publish(

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import api
@@ -103,6 +104,7 @@ class _Runner:
         self.bus = bus
         self.spec = spec
         self.log = logger.bind(consumer=spec.durable)
+        self._unavailable_logged = False
 
     async def _subscribe(self) -> Any:
         await ensure_consumer(self.bus, self.spec)
@@ -123,10 +125,13 @@ class _Runner:
         except Exception as exc:
             if not nats_unavailable(exc):
                 raise
-            # NATS restarting or JetStream answering 503 / no responders while a server
-            # starts: wait a little and pull again, rather than end the consumer.
-            await asyncio.sleep(0.2)
+            # NATS restarting, JetStream answering 503 / no responders while a server
+            # starts, or (on a cluster) no server leading the consumer while the survivors
+            # of its leader's node elect another: wait and pull again, do not exit.
+            self._unavailable(exc)
+            await asyncio.sleep(0.5)
             return []
+        self._unavailable_logged = False
         if batch > 1:
             try:
                 msgs += await psub.fetch(batch - 1, timeout=TOP_UP_S)
@@ -137,6 +142,11 @@ class _Runner:
                     raise
                 # keep the one already received: it is ours until acked
         return msgs
+
+    def _unavailable(self, exc: Exception) -> None:
+        if not self._unavailable_logged:  # once per outage, not twice a second
+            self.log.warning("consumer.unavailable", error=type(exc).__name__)
+            self._unavailable_logged = True
 
 
 class MessageConsumer(_Runner):

@@ -6,7 +6,6 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import nats.js.errors
-from nats.js import api
 from nats.js.object_store import ObjectStore
 
 if TYPE_CHECKING:
@@ -14,18 +13,7 @@ if TYPE_CHECKING:
 
 
 async def dataset_store(bus: Bus) -> ObjectStore:
-    bucket = bus.settings.datasets_bucket
-    try:
-        return await bus.js.object_store(bucket)
-    except nats.js.errors.BucketNotFoundError:
-        with contextlib.suppress(nats.js.errors.BadRequestError):
-            return await bus.js.create_object_store(
-                bucket,
-                config=api.ObjectStoreConfig(
-                    description="Runstream datasets", storage=api.StorageType.FILE
-                ),
-            )
-        return await bus.js.object_store(bucket)
+    return await bus.datasets_bucket()
 
 
 async def put_dataset(bus: Bus, name: str, data: bytes) -> None:

@@ -9,7 +9,12 @@ at its position + 1: nothing after a lost delivery is ever returned.
 
 If the consumer itself disappears (a NATS restart drops in-memory consumers; a deleted
 stream takes its consumers along), the reader raises ReaderLost: only the caller can
-tell whether the stream is still the one its position counts in.
+tell whether the stream is still the one its position counts in. The same goes for a
+consumer no server answers for any more: it has one replica, in memory, and in a
+cluster that replica lives on one node; when that node dies the consumer is not
+reported gone, it just stops (pulls refused, info unanswered) until the node returns.
+After `lost_after_s` of that the reader gives it up too, and a new consumer, placed on a
+live node, carries on from the position.
 
 A jump in the *stream* sequence with consecutive consumer sequences is not a loss: the
 messages in between no longer exist (deleted, or aged out) or are outside the filter.
@@ -93,6 +98,7 @@ class OrderedReader:
         fetch_timeout_s: float = 1.0,
         top_up_s: float = 0.005,
         name_prefix: str = "reader",
+        lost_after_s: float = 2.0,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -101,6 +107,7 @@ class OrderedReader:
         self.fetch_timeout_s = fetch_timeout_s
         self.top_up_s = top_up_s
         self.name_prefix = name_prefix
+        self.lost_after_s = lost_after_s
         self.position = 0  # last stream sequence handed out (or the start)
         self.skipped = 0  # stream sequences passed over because they no longer exist
         self.restarts = 0  # consumers replaced after a lost delivery
@@ -108,6 +115,7 @@ class OrderedReader:
         self._name: str | None = None
         self._psub: Any = None
         self._last_check = 0.0
+        self._unanswered_since: float | None = None  # since when no server answers for it
         self.log = logger.bind(stream=stream)
 
     async def start(self, after: int) -> None:
@@ -129,6 +137,7 @@ class OrderedReader:
         await self.js.add_consumer(self.stream, config)
         self._psub = await self.js.pull_subscribe_bind(stream=self.stream, name=self._name)
         self._last_check = time.monotonic()
+        self._unanswered_since = None
 
     async def next_batch(self, limit: int | None = None) -> list[Entry]:
         """Up to `limit` (default: batch) messages after the position; [] when none came
@@ -137,14 +146,16 @@ class OrderedReader:
         try:
             msgs = await self._fetch(limit)
         except (nats.js.errors.APIError, nats.errors.NoRespondersError) as exc:
-            # The consumer is gone (NATS restarted, a cluster fail-over) or JetStream is
-            # briefly unavailable: look, and replace the consumer if it is gone.
+            # The consumer is gone (NATS restarted), its node is down (a cluster), or
+            # JetStream is briefly unavailable: look, and give it up if it stays so.
             self.log.info("reader.fetch_refused", error=type(exc).__name__)
+            self._unanswered()
             await self._check_idle(force=True)
             return []
         if not msgs:
             await self._check_idle()
             return []
+        self._unanswered_since = None
         items: list[Entry] = []
         for msg in msgs:
             meta = msg.metadata
@@ -205,6 +216,18 @@ class OrderedReader:
                 msgs += await self._psub.fetch(limit - 1, timeout=self.top_up_s)
         return msgs
 
+    def _unanswered(self) -> None:
+        """No server answered for the consumer; raise ReaderLost once that has lasted
+        `lost_after_s` (its single replica's node is down, or NATS is away that long)."""
+        now = time.monotonic()
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        elif now - self._unanswered_since >= self.lost_after_s:
+            self.log.warning("reader.consumer_unreachable", position=self.position,
+                             seconds=round(now - self._unanswered_since, 1))
+            raise ReaderLost(f"consumer unreachable for {now - self._unanswered_since:.1f}s "
+                             f"at position {self.position}")
+
     async def _check_idle(self, *, force: bool = False) -> None:
         """While idle, make sure the consumer still exists (a NATS restart or a cluster
         fail-over may drop it) and has not delivered something this reader lost."""
@@ -213,14 +236,19 @@ class OrderedReader:
             return
         self._last_check = now
         try:
-            info = await self._psub.consumer_info()
+            assert self._name is not None
+            # A short timeout: a consumer whose node is down never answers at all.
+            info = await self.js.consumer_info(self.stream, self._name,
+                                               timeout=max(1.0, self.fetch_timeout_s))
         except NotFoundError as exc:
             self.log.warning("reader.consumer_gone", position=self.position)
             raise ReaderLost(f"consumer gone at position {self.position}") from exc
         except (*_FETCH_ERRORS, nats.errors.NoRespondersError, nats.js.errors.APIError):
+            self._unanswered()
             if force:
                 await asyncio.sleep(0.2)  # JetStream is away: do not spin on it
             return  # the next fetch or check tries again
+        self._unanswered_since = None
         if int(info.delivered.consumer_seq) > self._consumer_seq:
             self.log.warning("reader.delivery_lost", position=self.position,
                              delivered=int(info.delivered.consumer_seq),

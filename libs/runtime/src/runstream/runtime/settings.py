@@ -21,6 +21,9 @@ class ServiceSettings(BaseSettings):
     stream_max_age_s: float = 7 * 24 * 3600.0
     stream_max_msgs: int = -1
     duplicate_window_s: float = 120.0
+    # Copies of the stream (and of the workers' durable consumers) in a JetStream
+    # cluster: 1 on a single server, 3 to survive losing any one node.
+    stream_replicas: int = 1
     datasets_bucket: str = "RUNSTREAM_DATASETS"
     lock_ttl_s: float = 1800.0
     log_level: str = "INFO"
@@ -32,8 +35,8 @@ class ServiceSettings(BaseSettings):
         return BusSettings(
             url=self.nats_url, stream=self.stream, prefix=self.prefix,
             max_age_s=self.stream_max_age_s, max_msgs=self.stream_max_msgs,
-            duplicate_window_s=self.duplicate_window_s, datasets_bucket=self.datasets_bucket,
-            lock_ttl_s=self.lock_ttl_s,
+            duplicate_window_s=self.duplicate_window_s, replicas=self.stream_replicas,
+            datasets_bucket=self.datasets_bucket, lock_ttl_s=self.lock_ttl_s,
         )
 
 

@@ -1,5 +1,11 @@
 """Test harness: real servers as local processes, and waiting helpers."""
 
-from runstream.testing.servers import NatsServer, PostgresCluster, free_port, wait_until
+from runstream.testing.servers import (
+    NatsCluster,
+    NatsServer,
+    PostgresCluster,
+    free_port,
+    wait_until,
+)
 
-__all__ = ["NatsServer", "PostgresCluster", "free_port", "wait_until"]
+__all__ = ["NatsCluster", "NatsServer", "PostgresCluster", "free_port", "wait_until"]

@@ -99,6 +99,75 @@ class NatsServer:
         shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
+class NatsCluster:
+    """Three (or `size`) nats-servers on loopback, clustered by routes, JetStream on each,
+    every node with its own store directory and server name (`n1`, `n2`, ...). A node can
+    be SIGKILLed and started again on the same port and store."""
+
+    def __init__(self, size: int = 3, base_dir: Path | None = None,
+                 name: str = "rs-test") -> None:
+        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="rs-nats-cluster-"))
+        self.name = name
+        self.names = [f"n{i + 1}" for i in range(size)]
+        self.ports = {n: free_port() for n in self.names}
+        self.cluster_ports = {n: free_port() for n in self.names}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated (as RUNSTREAM_NATS_URL takes them)."""
+        return ",".join(self.node_url(n) for n in self.names)
+
+    def node_url(self, name: str) -> str:
+        return f"nats://127.0.0.1:{self.ports[name]}"
+
+    def start(self) -> NatsCluster:
+        for name in self.names:
+            self.start_node(name)
+        return self
+
+    def start_node(self, name: str) -> None:
+        routes = ",".join(f"nats://127.0.0.1:{self.cluster_ports[n]}"
+                          for n in self.names if n != name)
+        store = self.base_dir / name
+        store.mkdir(parents=True, exist_ok=True)
+        log = (self.base_dir / f"{name}.log").open("ab")  # the node's own log, for a post-mortem
+        self.procs[name] = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-a", "127.0.0.1", "-p", str(self.ports[name]), "-n", name,
+                "-js", "-sd", str(store),
+                "--cluster_name", self.name,
+                "--cluster", f"nats://127.0.0.1:{self.cluster_ports[name]}",
+                "--routes", routes,
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()  # the child holds its own copy
+        _wait_port(self.ports[name], 15, self.procs[name])
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
 class PostgresCluster:
     """A throwaway PostgreSQL cluster (initdb + postgres) in a temporary folder.
 

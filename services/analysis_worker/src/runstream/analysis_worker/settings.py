@@ -13,6 +13,9 @@ class AnalysisWorkerSettings(WorkerSettings):
     openai_model: str | None = None
     openai_api_key: SecretStr | None = None  # never printed: repr shows **********
     planner_timeout_s: float = 30.0
+    # Test/demo knob: hold every plan step this long before planning (keeps an
+    # analysis running on purpose, e.g. to race submits against it). 0 in production.
+    planner_delay_s: float = 0.0
     durable: str = "analysis-worker"
     # Handlers mostly wait (NATS round trips, the planner's HTTP call): 16 in flight
     # keep both busy; more would hoard deliveries another replica could take.

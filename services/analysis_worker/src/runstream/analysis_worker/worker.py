@@ -44,6 +44,7 @@ from runstream.pipeline import (
     Consumer,
     MessageGuard,
     StepReporter,
+    Stop,
     consumer_spec,
     dispatch,
     run_pipeline_worker,
@@ -258,6 +259,8 @@ class AnalysisWorker:
     ) -> Plan | None:
         try:
             async with guard.keep_renewed("plan"):
+                if self.settings.planner_delay_s > 0:
+                    await _hold(guard, self.settings.planner_delay_s)
                 return await self.planner.plan(planning)
         except PlannerError as exc:
             if not exc.retryable:
@@ -297,6 +300,17 @@ def plan_log(plan: Plan) -> str:
     if extra:
         text += f" {extra}" if extra.startswith("(") else f" ({extra})"
     return text
+
+
+async def _hold(guard: MessageGuard, seconds: float) -> None:
+    """The planner delay (a test/demo knob). A cancel ends it, checked twice a second, so a
+    held analysis can be cancelled like any other instead of pinning its worker."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(0.5, left))
+        if await guard.cancel_requested():
+            raise Stop("cancel requested")
 
 
 async def run_worker(

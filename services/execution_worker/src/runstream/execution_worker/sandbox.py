@@ -25,7 +25,7 @@ import msgspec
 from runstream.contracts import Column
 from runstream.execution_worker.pool import SparePool, kill_child, spawn_child
 
-SandboxErrorKind = Literal["sql", "timeout", "memory", "sandbox"]
+SandboxErrorKind = Literal["sql", "timeout", "memory", "sandbox", "killed"]
 Format = Literal["csv", "parquet"]
 
 
@@ -47,12 +47,17 @@ class SandboxResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SandboxError(Exception):
-    """A query that did not produce a result, and which of the four reasons stopped it."""
+    """A query that did not produce a result, and which of the reasons stopped it."""
 
     def __init__(self, kind: SandboxErrorKind, message: str) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind: SandboxErrorKind = kind
         self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """`killed` says nothing about the query: run it again. The rest would recur."""
+        return self.kind == "killed"
 
     @property
     def code(self) -> str:
@@ -191,7 +196,14 @@ def _died(code: int, stderr: str) -> dict[str, Any]:
         return {"ok": False, "kind": "timeout", "message": "the query used up its CPU time"}
     if code == -signal.SIGXFSZ:
         return {"ok": False, "kind": "sandbox", "message": "the query tried to write a file"}
-    if code in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS) or (
+    if code == -signal.SIGKILL and "MemoryError" not in stderr and "bad_alloc" not in stderr:
+        # Not ours (the wall clock and cancel kill before we get here) and not RLIMIT_AS
+        # (that is a MemoryError, bad_alloc or a crash): something outside killed it, the
+        # container's OOM killer reclaiming memory from the whole pod or an operator. The
+        # query may be fine; failing it for good would blame it for its neighbours.
+        return {"ok": False, "kind": "killed",
+                "message": "the sandbox was killed from outside (SIGKILL)"}
+    if code in (-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS) or (
         "MemoryError" in stderr or "bad_alloc" in stderr
     ):
         return {"ok": False, "kind": "memory", "message": f"the query ran out of memory ({tail})"}

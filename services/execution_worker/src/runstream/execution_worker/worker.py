@@ -11,15 +11,16 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import msgspec
 import nats.js.errors
 import structlog
 
-from runstream.bus import Bus, ConsumerSpec, Delivery, get_dataset
+from runstream.bus import Bus, ConsumerSpec, Delivery, Retry, get_dataset
 from runstream.contracts import (
     EVENT_MAX_BYTES,
+    DeadLetter,
     ErrorInfo,
     ExecutionCompleted,
     ExecutionFailed,
@@ -45,6 +46,7 @@ from runstream.pipeline import (
     consumer_spec,
     dispatch,
     run_pipeline_worker,
+    settle_dead_letter,
 )
 
 logger = structlog.get_logger()
@@ -92,7 +94,11 @@ class ExecutionWorker:
         return consumer_spec(self.settings, self.bus.subjects.message_type("script_generated"))
 
     async def handle(self, delivery: Delivery) -> None:
-        await dispatch(self.bus, delivery, ScriptGenerated, self.execute)
+        async def execute(script: ScriptGenerated, guard: MessageGuard,
+                          steps: StepReporter) -> None:
+            await self.execute(script, guard, steps, delivery)
+
+        await dispatch(self.bus, delivery, ScriptGenerated, execute)
 
     async def _result_exists(self, script: ScriptGenerated) -> bool:
         for kind in ("execution_completed", "execution_failed"):
@@ -102,7 +108,11 @@ class ExecutionWorker:
         return False
 
     async def execute(
-        self, script: ScriptGenerated, guard: MessageGuard, steps: StepReporter
+        self,
+        script: ScriptGenerated,
+        guard: MessageGuard,
+        steps: StepReporter,
+        delivery: Delivery,
     ) -> None:
         if await self._result_exists(script):
             return  # a previous delivery finished; only its ack was lost
@@ -139,6 +149,8 @@ class ExecutionWorker:
                     dataset.table_name,
                 )
         except SandboxError as exc:
+            if exc.retryable:
+                await self._retry(script, steps, delivery, exc)  # raises Retry
             await self._fail(script, guard, steps, exc.kind, exc.message)
             return
         if not done:
@@ -219,6 +231,25 @@ class ExecutionWorker:
             self.children.pop(mid, None)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _retry(
+        self, script: ScriptGenerated, steps: StepReporter, delivery: Delivery,
+        exc: SandboxError,
+    ) -> NoReturn:
+        """A sandbox killed from outside: run the query again on a later delivery (any
+        replica), as for any transient failure. On the last one, settle `failed` now
+        rather than rely on the advisory alone (core NATS, lost if nobody listens)."""
+        n, most = delivery.num_delivered, self.settings.max_deliver
+        await steps.log("execute", f"{exc.message} (attempt {n} of {most})",
+                        level="warning", key=f"retry-{n}")
+        if most > 0 and n >= most:
+            await settle_dead_letter(
+                self.bus, script,
+                DeadLetter(consumer=self.settings.durable, stream_seq=delivery.seq,
+                           deliveries=n, subject=delivery.subject),
+                reason=exc.message,
+            )
+        raise Retry(exc.message) from exc
 
     async def _fail(
         self,
