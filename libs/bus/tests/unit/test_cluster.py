@@ -17,7 +17,6 @@ from runstream.bus import (
     ConsumerSpec,
     Delivery,
     MessageConsumer,
-    ServiceSettings,
     get_dataset,
     put_dataset,
 )
@@ -32,12 +31,6 @@ def test_a_comma_separated_url_names_every_node() -> None:
     assert server_urls("nats://a:4222") == ["nats://a:4222"]
     with pytest.raises(ValueError):
         server_urls(" , ")
-
-
-def test_stream_replicas_reach_the_bus_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ServiceSettings().bus().replicas == 1
-    monkeypatch.setenv("RUNSTREAM_STREAM_REPLICAS", "3")
-    assert ServiceSettings().bus().replicas == 3
 
 
 async def test_the_bus_connects_through_any_listed_node(bus_settings: BusSettings) -> None:
