@@ -584,11 +584,11 @@ def children(pid: int) -> set[int]:
 
 
 def _sandbox_pid(log: Path, message_id: str) -> int | None:
-    """The pid the execution worker logged (`sandbox_started`) for this message, last."""
+    """The pid the execution worker logged (`sandbox.started`) for this message, last."""
     pid = None
     with contextlib.suppress(OSError):
         for line in log.read_text(errors="replace").splitlines():
-            if '"sandbox_started"' in line and message_id in line:
+            if '"sandbox.started"' in line and message_id in line:
                 with contextlib.suppress(ValueError, KeyError):
                     pid = int(json.loads(line)["pid"])
     return pid
