@@ -400,8 +400,8 @@ class Chaos:
             self.fault_at = time.strftime("%H:%M:%S", time.gmtime(
                 time.time() - (time.monotonic() - mark.t0)))
             recover_s = await self.recovery(mark)
-        except AssertionError as exc:  # no moment for it came: report, and go on
-            problems.append(str(exc))
+        except (AssertionError, TimeoutError) as exc:  # no moment for it came: report it
+            problems.append(f"{type(exc).__name__}: {exc}")
 
         async def all_settled() -> bool:
             return self.load.settled[index] >= n
@@ -583,14 +583,20 @@ def children(pid: int) -> set[int]:
     return out
 
 
+SANDBOX_STARTED = "sandbox.started"  # what the execution worker logs, with pid and message
+
+
 def _sandbox_pid(log: Path, message_id: str) -> int | None:
     """The pid the execution worker logged (`sandbox.started`) for this message, last."""
     pid = None
     with contextlib.suppress(OSError):
         for line in log.read_text(errors="replace").splitlines():
-            if '"sandbox.started"' in line and message_id in line:
-                with contextlib.suppress(ValueError, KeyError):
-                    pid = int(json.loads(line)["pid"])
+            if message_id not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                entry = json.loads(line)
+                if entry["event"] == SANDBOX_STARTED and entry["message_id"] == message_id:
+                    pid = int(entry["pid"])
     return pid
 
 
