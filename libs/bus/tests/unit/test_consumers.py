@@ -216,3 +216,30 @@ async def test_stop_hands_back_unfinished_work_at_once_instead_of_after_ack_wait
     assert await asyncio.wait_for(redelivered.get(), 15) == 2
     stop2.set()
     await asyncio.wait_for(second, 10)
+
+
+async def test_a_nats_outage_inside_a_handler_does_not_spend_a_delivery(bus: Bus):
+    """A handler failing because NATS itself is away runs again in place: the message is
+    not redelivered, so a long election cannot exhaust max_deliver."""
+    import nats.errors
+
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(d: Delivery) -> None:
+        calls.append(d.num_delivered)
+        if len(calls) < 3:
+            raise nats.errors.TimeoutError  # what a request sees while leaders are elected
+        done.set()
+
+    await bus.publish(_log("s", "m", "during an election"))
+    stop = asyncio.Event()
+    spec = ConsumerSpec(durable="outage", filter_subjects=[bus.subjects.all], max_deliver=2,
+                        fetch_timeout_s=0.2)
+    task = asyncio.create_task(MessageConsumer(bus, spec, handle).run(stop))
+    await asyncio.wait_for(done.wait(), 20)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert calls == [1, 1, 1], "run again on the same delivery, never redelivered"
+    info = await bus.js.consumer_info(bus.stream, "outage")
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0

@@ -44,6 +44,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     # On stop, in-flight handlers get this long to finish; the rest are cancelled and
     # their messages handed back (nak) for another replica or the next start.
     stop_grace_s: float = 5.0
+    # How long a handler failing only because NATS is unavailable is run again in place
+    # before its delivery counts as failed (longer than a cluster's leader elections).
+    outage_patience_s: float = 60.0
 
     def nak_delay(self, num_delivered: int) -> float:
         idx = max(0, min(num_delivered - 1, len(self.backoff_s) - 1))
@@ -202,6 +205,24 @@ class MessageConsumer(_Runner):
                 await psub.unsubscribe()
             self.log.info("consumer.stopped")
 
+    async def _handle_riding_out_outages(self, delivery: Delivery) -> None:
+        """Run the handler; while it fails because NATS itself is unavailable (a restart,
+        a cluster electing leaders), run it again here, the message kept in progress by
+        the heartbeat, instead of spending one of its deliveries: an outage is not the
+        message's fault, and handlers are idempotent per (message, attempt, step)."""
+        deadline = time.monotonic() + self.spec.outage_patience_s
+        while True:
+            try:
+                await self.handle(delivery)
+                return
+            except (Retry, Reject):
+                raise
+            except Exception as exc:
+                if not nats_unavailable(exc) or time.monotonic() > deadline:
+                    raise
+                self.log.warning("delivery.waiting_for_nats", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
     async def _heartbeat(self, msg: Msg) -> None:
         interval = max(0.5, self.spec.ack_wait_s / 3)
         while True:
@@ -232,7 +253,7 @@ class MessageConsumer(_Runner):
                 ),
             ):
                 try:
-                    await self.handle(delivery)
+                    await self._handle_riding_out_outages(delivery)
                     await msg.ack()
                 except Retry as exc:
                     outcome = "retry"
