@@ -35,6 +35,14 @@ FRAMES = {200: ResponseSpec(
                 "retained stream; comment heartbeats; a `retry:` hint.")}
 
 
+def _scope_sse(gateway: Gateway, scope: Scope, cursor: int | None, snapshot: Any,
+               **kw: Any) -> Stream:
+    """One scope's stream (replay after `cursor`, then live) with the gateway's settings."""
+    return _sse(open_stream(gateway.hub, scope, cursor, snapshot=snapshot,
+                            heartbeat_s=gateway.settings.sse_heartbeat_s,
+                            max_s=gateway.settings.sse_max_s, **kw), gateway)
+
+
 def _sse(items: AsyncIterator[Item], g: Gateway) -> Stream:
     """Server-sent events, framed by hand on purpose: each event's bytes are encoded once
     in the hub and shared by every client, and whatever is ready goes out in one write."""
@@ -91,10 +99,7 @@ class StreamController(Controller):
         cursor = _cursor(last_event_id, after_seq)
         await gateway.session_for(owner, session_id)
         scope = Scope(kind="session", session_id=session_id)
-        return _sse(open_stream(gateway.hub, scope, cursor,
-                                snapshot=_session_snapshot(gateway, session_id),
-                                heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                max_s=gateway.settings.sse_max_s), gateway)
+        return _scope_sse(gateway, scope, cursor, _session_snapshot(gateway, session_id))
 
     @get("/messages/{message_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
@@ -111,10 +116,7 @@ class StreamController(Controller):
         scope = Scope(kind="message", session_id=message["session_id"], message_id=message_id)
         settled_seq = message.get("settled_seq")
         settled = settled_seq is not None and (cursor or 0) >= settled_seq
-        return _sse(open_stream(gateway.hub, scope, cursor, snapshot=snapshot,
-                                heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                already_ended=settled, max_s=gateway.settings.sse_max_s),
-                    gateway)
+        return _scope_sse(gateway, scope, cursor, snapshot, already_ended=settled)
 
     @get("/charts/{task_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
@@ -130,10 +132,7 @@ class StreamController(Controller):
 
         scope = Scope(kind="chart", session_id=task["session_id"], task_id=task_id)
         ended = is_task_terminal(task["status"]) and (cursor or 0) >= task["as_of_seq"]
-        return _sse(open_stream(gateway.hub, scope, cursor, snapshot=snapshot,
-                                heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                already_ended=ended, max_s=gateway.settings.sse_max_s),
-                    gateway)
+        return _scope_sse(gateway, scope, cursor, snapshot, already_ended=ended)
 
     @get("/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(401, 422, 503)})
@@ -150,10 +149,7 @@ class StreamController(Controller):
 
         scope = Scope(kind="owner", owner=owner)
         start = cursor if cursor is not None else listing["as_of_seq"]
-        return _sse(open_stream(gateway.hub, scope, start, snapshot=snapshot,
-                                heartbeat_s=gateway.settings.sse_heartbeat_s,
-                                owner_sessions=sessions, max_s=gateway.settings.sse_max_s),
-                    gateway)
+        return _scope_sse(gateway, scope, start, snapshot, owner_sessions=sessions)
 
     @websocket("/sessions/{session_id:str}/ws")
     async def session_ws(self, socket: WebSocket[Any, Any, Any], gateway: GatewayDep,
