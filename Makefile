@@ -43,10 +43,10 @@ eval: sync ## planner evaluation: right / refused / wrong per question family (t
 	$(PY) -m tests.planner.report
 
 bench: sync ## benchmarks: print throughput and latency figures
-	$(PY) -m pytest tests/bench -s -q -p no:cacheprovider --override-ini="norecursedirs="
+	$(PY) -m pytest tests/bench -s -q -p no:cacheprovider --override-ini="norecursedirs=.* node_modules"
 
 chaos: sync ## chaos tests: kill workers and servers mid-flight
-	$(PY) -m pytest tests/chaos -s -q --override-ini="norecursedirs="
+	$(PY) -m pytest tests/chaos -s -q --override-ini="norecursedirs=.* node_modules"
 
 browser-deps: ## install Chromium (Debian package) and playwright-core for the browser test
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

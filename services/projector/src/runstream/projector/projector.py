@@ -16,8 +16,8 @@ import asyncpg
 import structlog
 
 from runstream.bus.ordered import Entry, Item, StreamIdentity
-from runstream.contracts import DecodeError, decode
-from runstream.projector.fold import Poison, Positions, fold_event
+from runstream.projector.fold import Batch, State, poison
+from runstream.projector.writer import load, write
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR
 
 logger = structlog.get_logger()
@@ -25,7 +25,9 @@ logger = structlog.get_logger()
 # pg_advisory_xact_lock key taken by every live batch and by rebuild's final swap ("RSPJ").
 PROJECTOR_LOCK = 0x5253504A
 
-__all__ = ["PROJECTOR_LOCK", "Item", "OutOfOrder", "Projector", "StreamMismatch"]
+__all__ = ["PROJECTOR_LOCK", "Item", "OutOfOrder", "Projector", "StreamMismatch", "fold_batch"]
+
+Raw = tuple[int, str, bytes]  # (stream sequence, subject, data)
 
 
 class StreamMismatch(Exception):
@@ -39,6 +41,7 @@ class OutOfOrder(Exception):
         super().__init__(f"batch continues {after}, checkpoint is {checkpoint}")
         self.after = after
         self.checkpoint = checkpoint
+
 
 # Errors in the data itself: retrying the batch cannot help, so the event that causes
 # one becomes a poison row. Anything else (connection lost, a bug) fails the batch.
@@ -109,7 +112,7 @@ class Projector:
                     return await self.apply_in_transaction(conn, items, after=after)
             except _DATA_ERRORS as exc:
                 logger.warning("projector.batch_isolating", error=str(exc), size=len(items))
-            # Again, one savepoint per event, to find the event at fault and poison it.
+            # Again, splitting the batch until the event Postgres refuses is found.
             async with conn.transaction():
                 return await self.apply_in_transaction(conn, items, isolate=True, after=after)
 
@@ -139,72 +142,57 @@ class Projector:
             checkpoint = int(row["seq"])
         if after is not None and checkpoint < after:
             raise OutOfOrder(after, checkpoint)
-        start = checkpoint
-        # Isolating: every write stays inside its event's savepoint.
-        positions = Positions(defer_logs=not isolate)
-        for item in sorted(items, key=lambda item: item[0]):
-            seq, subject, data = item[0], item[1], item[2]
-            if seq <= checkpoint:
-                continue  # redelivered: already folded
-            await self._apply_one(conn, seq, subject, data, positions, isolate=isolate)
-            checkpoint = seq
-        if checkpoint != start:
-            await positions.flush(conn)
-            await conn.execute(
-                """
-                UPDATE projection_checkpoints
-                SET seq = $2, stream = coalesce($3, stream),
-                    stream_created = coalesce($4, stream_created)
-                WHERE name = $1
-                """,
-                self.name,
-                checkpoint,
-                self.stream.name if self.stream else None,
-                self.stream.created if self.stream else None,
-            )
-            if self.notify:
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(checkpoint))
-        return int(checkpoint)
-
-    async def _apply_one(
-        self,
-        conn: asyncpg.Connection,
-        seq: int,
-        subject: str,
-        data: bytes,
-        positions: Positions,
-        *,
-        isolate: bool,
-    ) -> None:
-        try:
-            event = decode(data)
-        except DecodeError as exc:
-            await self._poison(conn, seq, subject, data, f"decode: {exc}")
-            return
-        try:
-            if isolate:
-                async with conn.transaction():  # a savepoint
-                    await fold_event(conn, seq, subject, event, positions)
-            else:
-                await fold_event(conn, seq, subject, event, positions)
-        except Poison as refused:  # the fold's decision: it wrote nothing for this event
-            await self._poison(conn, seq, subject, data, refused.reason)
-        except _DATA_ERRORS as exc:
-            if not isolate:
-                raise  # apply_batch retries with a savepoint per event to find the culprit
-            await self._poison(conn, seq, subject, data, f"fold: {type(exc).__name__}: {exc}")
-
-    async def _poison(
-        self, conn: asyncpg.Connection, seq: int, subject: str, data: bytes, error: str
-    ) -> None:
-        logger.warning("projector.poison_event", seq=seq, subject=subject, error=error)
+        fresh = [
+            (item[0], item[1], item[2])
+            for item in sorted(items, key=lambda item: item[0])
+            if item[0] > checkpoint  # at or below: redelivered, already folded
+        ]
+        if not fresh:
+            return checkpoint
+        if isolate:
+            await self._bisect(conn, fresh)
+        else:
+            await fold_batch(conn, fresh)
+        checkpoint = fresh[-1][0]
         await conn.execute(
             """
-            INSERT INTO poison_events (seq, subject, data, error) VALUES ($1, $2, $3, $4)
-            ON CONFLICT (seq) DO NOTHING
+            UPDATE projection_checkpoints
+            SET seq = $2, stream = coalesce($3, stream),
+                stream_created = coalesce($4, stream_created)
+            WHERE name = $1
             """,
-            seq,
-            subject,
-            data,
-            error,
+            self.name,
+            checkpoint,
+            self.stream.name if self.stream else None,
+            self.stream.created if self.stream else None,
         )
+        if self.notify:
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(checkpoint))
+        return int(checkpoint)
+
+    async def _bisect(self, conn: asyncpg.Connection, items: list[Raw]) -> None:
+        """Fold `items`, halving around whatever Postgres refuses: a batch with one bad
+        event costs about 2·log2(size) batch folds, never one statement per event."""
+        try:
+            async with conn.transaction():  # a savepoint
+                await fold_batch(conn, items)
+            return
+        except _DATA_ERRORS as exc:
+            if len(items) > 1:
+                half = len(items) // 2
+                await self._bisect(conn, items[:half])
+                await self._bisect(conn, items[half:])
+                return
+            error = f"fold: {type(exc).__name__}: {exc}"
+        seq, subject, data = items[0]
+        state = State()
+        poison(state, seq, subject, data, error)
+        await write(conn, state)
+
+
+async def fold_batch(conn: asyncpg.Connection, items: Sequence[Raw]) -> State:
+    """Decode, load what the batch needs, fold it in stream order, write the changes."""
+    batch = Batch(items)
+    state = batch.fold_into(await load(conn, batch.keys))
+    await write(conn, state)
+    return state
