@@ -69,7 +69,8 @@ async def test_a_lost_delivery_restarts_the_reader_at_its_position(bus: Bus):
         first = await _read(reader, seqs[9])
         # Another pull on the same consumer takes the next message away: to this reader
         # that is exactly a delivery lost on the way (consumer sequence jumps).
-        stolen = await reader._psub.fetch(1, timeout=2)
+        thief = await bus.js.pull_subscribe_bind(stream=bus.stream, name=reader._name)
+        stolen = await thief.fetch(1, timeout=2)
         assert int(stolen[0].metadata.sequence.stream) > seqs[9]
         rest = await _read(reader, seqs[-1])
     finally:

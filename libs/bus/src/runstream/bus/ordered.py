@@ -27,6 +27,7 @@ checkpoint commits with its rows), so after any failure it starts a new reader t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import secrets
 import time
@@ -58,6 +59,16 @@ _FETCH_ERRORS = (
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
 )
+
+
+def _client(js: JetStreamContext) -> Any:
+    """The NATS connection under a JetStream context (nats-py keeps it unexposed)."""
+    return js._nc
+
+
+def _pending(msg: Any) -> int:
+    """Messages left in the stream after this delivery, when it was sent."""
+    return int(msg.metadata.num_pending or 0)
 
 
 class ReaderLost(Exception):
@@ -96,7 +107,6 @@ class OrderedReader:
         *,
         batch: int = 500,
         fetch_timeout_s: float = 1.0,
-        top_up_s: float = 0.005,
         name_prefix: str = "reader",
         lost_after_s: float = 2.0,
     ) -> None:
@@ -105,15 +115,22 @@ class OrderedReader:
         self.subject = subject
         self.batch = batch
         self.fetch_timeout_s = fetch_timeout_s
-        self.top_up_s = top_up_s
         self.name_prefix = name_prefix
         self.lost_after_s = lost_after_s
         self.position = 0  # last stream sequence handed out (or the start)
         self.skipped = 0  # stream sequences passed over because they no longer exist
         self.restarts = 0  # consumers replaced after a lost delivery
+        # Messages after the position still in the stream when the last one was
+        # delivered (its `num_pending`): how far behind the reader is.
+        self.behind = 0
         self._consumer_seq = 0  # last consumer sequence received
         self._name: str | None = None
-        self._psub: Any = None
+        self._sub: Any = None  # the inbox subscription deliveries arrive on
+        self._inbox = ""
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._open = 0  # deliveries the one open pull request may still bring
+        self._open_until = 0.0  # when it is over at the latest (an answer can be lost)
         self._last_check = 0.0
         self._unanswered_since: float | None = None  # since when no server answers for it
         self.log = logger.bind(stream=stream)
@@ -135,7 +152,11 @@ class OrderedReader:
             num_replicas=1,
         )
         await self.js.add_consumer(self.stream, config)
-        self._psub = await self.js.pull_subscribe_bind(stream=self.stream, name=self._name)
+        nc = _client(self.js)
+        self._inbox = nc.new_inbox()
+        self._buffer.clear()
+        self._open = 0
+        self._sub = await nc.subscribe(self._inbox, cb=self._receive)
         self._last_check = time.monotonic()
         self._unanswered_since = None
 
@@ -145,7 +166,7 @@ class OrderedReader:
         limit = limit or self.batch
         try:
             msgs = await self._fetch(limit)
-        except (nats.js.errors.APIError, nats.errors.NoRespondersError) as exc:
+        except (nats.js.errors.APIError, nats.errors.NoRespondersError, *_FETCH_ERRORS) as exc:
             # The consumer is gone (NATS restarted), its node is down (a cluster), or
             # JetStream is briefly unavailable: look, and give it up if it stays so.
             self.log.info("reader.fetch_refused", error=type(exc).__name__)
@@ -172,11 +193,13 @@ class OrderedReader:
                 self.skipped += seq - self.position - 1
             items.append(Entry(seq, msg.subject, msg.data or b"", msg.headers))
             self.position = seq
+            self.behind = int(meta.num_pending or 0)
         return items
 
     async def pending(self) -> int:
         """Messages after the position that this reader has not been handed yet."""
-        info = await self._psub.consumer_info()
+        assert self._name is not None
+        info = await self.js.consumer_info(self.stream, self._name)
         return int(info.num_pending or 0) + max(
             0, int(info.delivered.consumer_seq) - self._consumer_seq)
 
@@ -189,12 +212,14 @@ class OrderedReader:
         return []
 
     async def close(self) -> None:
-        psub, name = self._psub, self._name
-        self._psub = self._name = None
-        if psub is None or name is None:
+        sub, name = self._sub, self._name
+        self._sub = self._name = None
+        self._buffer.clear()
+        self._open = 0
+        if sub is None or name is None:
             return
         with contextlib.suppress(Exception):
-            await psub.unsubscribe()
+            await sub.unsubscribe()
         try:
             await self.js.delete_consumer(self.stream, name)
         except Exception as exc:  # it expires on its own (inactive_threshold)
@@ -205,16 +230,63 @@ class OrderedReader:
         await self.start(self.position)
 
     async def _fetch(self, limit: int) -> list[Any]:
-        """Wait for one message, then take whatever else is ready, up to `limit`: a pull
-        for N lingers until N arrive, so asking for a full batch would add latency."""
-        try:
-            msgs = list(await self._psub.fetch(1, timeout=self.fetch_timeout_s))
-        except _FETCH_ERRORS:
-            return []
-        if limit > 1:
-            with contextlib.suppress(*_FETCH_ERRORS):
-                msgs += await self._psub.fetch(limit - 1, timeout=self.top_up_s)
-        return msgs
+        """Up to `limit` deliveries: wait (up to the fetch timeout) for the first, then
+        take what is there once the stream has no more for now, or `limit` arrived.
+
+        One pull request is open at a time, for `limit` messages: `no_wait` while the
+        reader is at least that far behind (they are all there: one round trip per
+        batch), else lingering up to the fetch timeout so a new message comes at once.
+        A request cut short by a caught-up batch stays open and its later deliveries
+        wait here for the next call. The deliveries go to a callback into a buffer (no
+        task per message, as a library fetch would start)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.fetch_timeout_s
+        while True:
+            if self._open > 0 and loop.time() > self._open_until:
+                self._open = 0  # its end never came (a reconnect lost it): ask again
+            buffered = self._buffer
+            if buffered and (
+                len(buffered) >= limit or self._open <= 0 or _pending(buffered[-1]) == 0
+            ):
+                break
+            if self._open <= 0:
+                await self._request(limit, no_wait=self.behind >= limit)
+            self._arrived.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
+
+    async def _request(self, batch: int, *, no_wait: bool) -> None:
+        assert self._name is not None
+        request: dict[str, Any] = {"batch": batch}
+        if no_wait:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(self.fetch_timeout_s * 1e9)
+        prefix = getattr(self.js, "_prefix", "$JS.API")
+        await _client(self.js).publish(
+            f"{prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self._name}",
+            msgspec.json.encode(request), reply=self._inbox,
+        )
+        self._open = batch
+        self._open_until = asyncio.get_running_loop().time() + self.fetch_timeout_s + 1.0
+
+    async def _receive(self, msg: Any) -> None:
+        headers = msg.headers
+        if headers and headers.get("Status") and not msg.data:
+            # 404 nothing (no_wait), 408 expired, 409 consumer or leadership change: the
+            # request is over (a 409 for a lost consumer shows in the idle check).
+            if headers["Status"] != "100":
+                self._open = 0
+        else:
+            self._buffer.append(msg)
+            self._open -= 1
+        self._arrived.set()
 
     def _unanswered(self) -> None:
         """No server answered for the consumer; raise ReaderLost once that has lasted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -59,14 +60,16 @@ async def create_pool(
     max_size: int = 10,
     connect_timeout: float = 60.0,
     command_timeout: float | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
     """`connect_timeout` bounds opening a connection, `command_timeout` every query: without
-    them a server that stops answering (rather than refusing) holds a caller for ever."""
+    them a server that stops answering (rather than refusing) holds a caller for ever.
+    `settings`: more session settings for every connection (e.g. the projector's)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": validate_schema(schema)},
+        server_settings={**(settings or {}), "search_path": validate_schema(schema)},
         init=init_connection,
         timeout=connect_timeout,
         command_timeout=command_timeout,

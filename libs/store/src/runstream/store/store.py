@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -43,10 +43,12 @@ async def open_store(
     migrate: bool = True,
     connect_timeout: float = 60.0,
     command_timeout: float | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Store]:
     """Open a pool (migrating the schema first, unless told not to) and close it on exit."""
     pool = await create_pool(dsn, schema=schema, min_size=min_size, max_size=max_size,
-                             connect_timeout=connect_timeout, command_timeout=command_timeout)
+                             connect_timeout=connect_timeout, command_timeout=command_timeout,
+                             settings=settings)
     read_models = ReadModels(pool, dsn=dsn, connect_timeout=min(connect_timeout, 10.0))
     store = Store(dsn=dsn, schema=schema, pool=pool, read_models=read_models)
     try:

@@ -30,6 +30,16 @@ __all__ = ["PROJECTOR_LOCK", "Item", "OutOfOrder", "Projector", "StreamMismatch"
 Raw = tuple[int, str, bytes]  # (stream sequence, subject, data)
 
 
+def session_settings(*, async_commit: bool = True) -> dict[str, str]:
+    """Every batch looks its rows up by key in tables that start empty: a plan cached
+    while a table was empty (a sequential scan) would stay while it grows, so each
+    statement is planned for its own arguments."""
+    settings = {"plan_cache_mode": "force_custom_plan"}
+    if async_commit:
+        settings["synchronous_commit"] = "off"
+    return settings
+
+
 class StreamMismatch(Exception):
     """The read models were folded from another stream (or beyond this one's end)."""
 

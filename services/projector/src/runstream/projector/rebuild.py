@@ -23,7 +23,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from runstream.bus import Bus, OrderedReader, stream_identity
-from runstream.projector.projector import PROJECTOR_LOCK, Projector
+from runstream.projector.projector import PROJECTOR_LOCK, Projector, session_settings
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR, create_pool, migrate, validate_schema
 
 logger = structlog.get_logger()
@@ -63,7 +63,8 @@ async def rebuild_from(
     fresh = f"{schema[:40]}_rebuild_{suffix}"
     old = f"{schema[:40]}_old_{suffix}"
     log = logger.bind(schema=schema, fresh=fresh)
-    pool = await create_pool(dsn, schema=fresh, min_size=1, max_size=2)
+    pool = await create_pool(dsn, schema=fresh, min_size=1, max_size=2,
+                             settings=session_settings())
     reader = OrderedReader(js, stream, subject, batch=batch, name_prefix="rebuild")
     events = 0
     try:

@@ -25,8 +25,8 @@ import structlog
 from pydantic_settings import SettingsConfigDict
 
 from runstream.bus import Bus
-from runstream.bus.ordered import OrderedReader, stream_identity
-from runstream.projector.projector import OutOfOrder, Projector, StreamMismatch
+from runstream.bus.ordered import Entry, OrderedReader, stream_identity
+from runstream.projector.projector import OutOfOrder, Projector, StreamMismatch, session_settings
 from runstream.runtime import DatabaseSettings
 from runstream.store import open_store
 from runstream.telemetry import PROJECTOR_CHECKPOINT, PROJECTOR_FAULTS, batch_span
@@ -43,7 +43,10 @@ class ProjectorSettings(DatabaseSettings):
         env_prefix="RUNSTREAM_", extra="ignore", populate_by_name=True
     )
 
+    # Events per transaction: `batch_size` while caught up, growing with the lag up to
+    # `batch_max` (fewer, larger transactions while catching up or rebuilding).
     batch_size: int = 256
+    batch_max: int = 2048
     # How long one pull waits for the first message: the loop's idle tick (the latency
     # of an idle projector is set by the wake-up on a message, not by this).
     fetch_timeout_s: float = 1.0
@@ -55,6 +58,14 @@ class ProjectorSettings(DatabaseSettings):
     # While the read models belong to another stream: how often to look again (a
     # `runstream rebuild` resolves it without restarting the projector).
     mismatch_recheck_s: float = 5.0
+    # Commit without waiting for the WAL flush: a crash of Postgres may lose the last
+    # batches, rows and checkpoint together, and the projector folds them again from
+    # the stream (docs/projector.md). Off = wait for every flush.
+    async_commit: bool = True
+
+    def session_settings(self) -> dict[str, str]:
+        """Postgres settings of the projector's own connections."""
+        return session_settings(async_commit=self.async_commit)
 
 
 class FoldLoop:
@@ -117,21 +128,37 @@ class FoldLoop:
         await reader.start(checkpoint)
         PROJECTOR_CHECKPOINT.set(checkpoint)
         self.log.info("projector.reading", checkpoint=checkpoint, last_seq=stream.last_seq)
-        while not stop.is_set():
-            after = reader.position
-            items = await reader.next_batch()
-            if not items:
-                continue
-            started = time.perf_counter()
-            with batch_span("fold", [e.headers or {} for e in items],
-                            **{"rs.first_seq": items[0].seq, "rs.size": len(items)}):
-                checkpoint = await self.projector.apply_batch(items, after=after)
-            PROJECTOR_CHECKPOINT.set(checkpoint)
-            self.log.debug(
-                "projector.batch", first_seq=items[0][0], last_seq=items[-1][0],
-                size=len(items), checkpoint=checkpoint,
-                ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+        # The next batch is fetched while the current one folds and commits.
+        after = reader.position
+        fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+        try:
+            while not stop.is_set():
+                items = await fetching
+                following = reader.position
+                fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+                if items:
+                    await self._fold(items, after)
+                after = following
+        finally:
+            fetching.cancel()
+            await asyncio.wait([fetching])
+
+    def _limit(self, reader: OrderedReader) -> int:
+        """Batches grow with the lag: `batch_size` when caught up (whatever is ready is
+        folded at once), up to `batch_max` when that many wait."""
+        return max(self.settings.batch_size, min(reader.behind, self.settings.batch_max))
+
+    async def _fold(self, items: list[Entry], after: int) -> None:
+        started = time.perf_counter()
+        with batch_span("fold", [e.headers or {} for e in items],
+                        **{"rs.first_seq": items[0].seq, "rs.size": len(items)}):
+            checkpoint = await self.projector.apply_batch(items, after=after)
+        PROJECTOR_CHECKPOINT.set(checkpoint)
+        self.log.debug(
+            "projector.batch", first_seq=items[0][0], last_seq=items[-1][0],
+            size=len(items), checkpoint=checkpoint,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -145,7 +172,8 @@ async def run_projector(
     """Fold the stream into `settings.db_schema` until `stop` is set."""
     log = logger.bind(service=SERVICE, schema=settings.db_schema)
     async with open_store(
-        settings.database_url, schema=settings.db_schema, max_size=settings.pool_size
+        settings.database_url, schema=settings.db_schema, max_size=settings.pool_size,
+        settings=settings.session_settings(),
     ) as store:
         projector = Projector(store.pool)
         async with Bus.connect(settings.bus(), name=SERVICE) as bus:

@@ -1,10 +1,12 @@
 """The batch fold's I/O half: load the rows a batch needs, write what it changed.
 
 A constant number of statements per batch and table, whatever the batch size: one
-`SELECT … WHERE key = ANY($1)` per table to load, one `INSERT … SELECT FROM unnest(…)`
-per table to write (`ON CONFLICT … DO UPDATE` for the rows the reducers keep whole,
-`DO NOTHING` for the append-only tables). Why `unnest` rather than `COPY` into a
-temporary table: docs/projector.md ("The batch fold").
+`SELECT … WHERE key = ANY($1)` per table to load, one
+`INSERT … SELECT FROM json_to_recordset($1)` per table to write (`ON CONFLICT … DO
+UPDATE` for the rows the reducers keep whole, `DO NOTHING` for the append-only tables):
+the rows of a table travel as one JSON document, encoded by msgspec in one call. Why
+that rather than `unnest` of one array per column, or `COPY` into a temporary table:
+docs/projector.md ("The batch fold").
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from runstream.projector.fold import Keys, Row, State, Table
-
-_json = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True)
@@ -38,21 +37,18 @@ class Spec:
         return [name for name, _ in self.columns]
 
     def upsert_sql(self) -> str:
-        params = ", ".join(
-            f"${i}::{'text' if kind == 'jsonb' else kind}[]"
-            for i, (_, kind) in enumerate(self.columns, start=1)
+        cols = ", ".join(f'"{name}"' for name in self.names)
+        record = ", ".join(f'"{name}" {kind}' for name, kind in self.columns)
+        sql = (
+            f"INSERT INTO {self.name} ({cols}) SELECT {cols} "
+            f"FROM json_to_recordset($1::json) AS s({record})"
         )
-        select = ", ".join(
-            f"s.{name}::jsonb" if kind == "jsonb" else f"s.{name}" for name, kind in self.columns
-        )
-        cols = ", ".join(self.names)
-        sql = f"INSERT INTO {self.name} ({cols}) SELECT {select} FROM unnest({params}) AS s({cols})"
         if self.append_only:
             return sql + " ON CONFLICT DO NOTHING"
         sets = ", ".join(
-            f"{name} = coalesce(excluded.{name}, {self.name}.{name})"
+            f'"{name}" = coalesce(excluded."{name}", {self.name}."{name}")'
             if name in self.lazy
-            else f"{name} = excluded.{name}"
+            else f'"{name}" = excluded."{name}"'
             for name in self.names
             if name not in self.key
         )
@@ -61,15 +57,6 @@ class Spec:
     def select_sql(self) -> str:
         cols = ", ".join(name for name in self.names if name not in self.lazy)
         return f"SELECT {cols} FROM {self.name} WHERE {self.key[0]} = ANY($1::text[])"
-
-    def arrays(self, rows: Sequence[Row]) -> list[list[Any]]:
-        out = []
-        for name, kind in self.columns:
-            values = [row.get(name) for row in rows]
-            if kind == "jsonb":
-                values = [None if v is None else _json.encode(v).decode() for v in values]
-            out.append(values)
-        return out
 
 
 def _spec(name: str, key: str, columns: str, **kw: Any) -> Spec:
@@ -209,12 +196,15 @@ async def write(conn: asyncpg.Connection, state: State) -> int:
         (DATASETS, state.datasets), (LOGS, state.logs), (CHARTS, state.charts),
         (DEAD_LETTERS, state.dead_letters), (POISON, state.poison),
     ):  # fmt: skip
-        statements += await _upsert(conn, spec, appends.rows)
+        rows = appends.rows
+        if spec is POISON:  # bytes travel as bytea's hex input form
+            rows = [{**row, "data": "\\x" + row["data"].hex()} for row in rows]
+        statements += await _upsert(conn, spec, rows)
     return statements
 
 
 async def _upsert(conn: asyncpg.Connection, spec: Spec, rows: Sequence[Row]) -> int:
     if not rows:
         return 0
-    await conn.execute(_SQL[spec.name], *spec.arrays(rows))
+    await conn.execute(_SQL[spec.name], rows)  # one JSON document (the pool's codec)
     return 1

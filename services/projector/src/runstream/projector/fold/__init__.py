@@ -11,6 +11,7 @@ which events are refused.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import structlog
 
@@ -40,6 +41,7 @@ __all__ = [
     "Row",
     "State",
     "Table",
+    "apply_positions",
     "fold",
     "keys_of",
     "poison",
@@ -68,6 +70,7 @@ class Batch:
             poison(state, seq, subject, data, reason)
         for seq, subject, data, event in self.events:
             fold(state, seq, subject, data, event)
+        apply_positions(state)
         return state
 
 
@@ -101,22 +104,43 @@ def poison(state: State, seq: int, subject: str, data: bytes, reason: str) -> No
 
 def _positions(state: State, seq: int, event: Event) -> None:
     """What every event moves: the last_seq and activity of its session, message and
-    chart task (only ever forward)."""
+    chart task (only ever forward). Kept as maxima and applied once per row at the end
+    of the batch (`apply_positions`): no reducer reads them."""
     at = aware(event.at)
-    session = state.sessions.get(event.session_id)
-    if session is not None:
-        state.sessions.change(
-            event.session_id, last_seq=max(session["last_seq"], seq),
-            last_activity_at=later(session["last_activity_at"], at),
-        )  # fmt: skip
+    positions = state.positions
+    if state.sessions.rows.get(event.session_id) is not None:
+        positions.sessions[event.session_id] = _max(
+            positions.sessions.get(event.session_id), seq, at
+        )
     if isinstance(event, MessageEvent | AnalysisSettled):
-        message = state.messages.get(event.message_id)
-        if message is not None:
-            state.messages.change(event.message_id, last_seq=max(message["last_seq"], seq))
-    if isinstance(event, ChartEvent):
-        task = state.tasks.get(event.task_id)
-        if task is not None:
-            state.tasks.change(
-                event.task_id, last_seq=max(task["last_seq"], seq),
-                updated_at=later(task["updated_at"], at),
-            )  # fmt: skip
+        if state.messages.rows.get(event.message_id) is not None:
+            positions.messages[event.message_id] = max(
+                positions.messages.get(event.message_id, 0), seq
+            )
+    if isinstance(event, ChartEvent) and state.tasks.rows.get(event.task_id) is not None:
+        positions.tasks[event.task_id] = _max(positions.tasks.get(event.task_id), seq, at)
+
+
+def _max(current: tuple[int, datetime] | None, seq: int, at: datetime) -> tuple[int, datetime]:
+    return (seq, at) if current is None else (max(current[0], seq), later(current[1], at))
+
+
+def apply_positions(state: State) -> None:
+    positions = state.positions
+    for sid, (seq, at) in positions.sessions.items():
+        row = state.sessions.rows[sid]
+        assert row is not None
+        state.sessions.change(sid, last_seq=max(row["last_seq"], seq),
+                              last_activity_at=later(row["last_activity_at"], at))
+    for mid, seq in positions.messages.items():
+        row = state.messages.rows[mid]
+        assert row is not None
+        state.messages.change(mid, last_seq=max(row["last_seq"], seq))
+    for tid, (seq, at) in positions.tasks.items():
+        row = state.tasks.rows[tid]
+        assert row is not None
+        state.tasks.change(tid, last_seq=max(row["last_seq"], seq),
+                           updated_at=later(row["updated_at"], at))
+    positions.sessions.clear()
+    positions.messages.clear()
+    positions.tasks.clear()

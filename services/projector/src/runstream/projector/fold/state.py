@@ -77,6 +77,15 @@ class Appends:
 
 
 @dataclass
+class Positions:
+    """Per row, the furthest (seq, at) the batch's events reached (see fold._positions)."""
+
+    sessions: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    messages: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+
+
+@dataclass
 class State:
     """The rows one batch reads and writes. Built by a loader from `keys_of(events)`."""
 
@@ -94,6 +103,7 @@ class State:
     charts: Appends = field(default_factory=lambda: Appends("chart_id"))
     dead_letters: Appends = field(default_factory=lambda: Appends("seq"))
     poison: Appends = field(default_factory=lambda: Appends("seq"))
+    positions: Positions = field(default_factory=Positions)
 
     def step_names(self, message_id: str) -> list[str]:
         return self.steps_of.setdefault(message_id, [])

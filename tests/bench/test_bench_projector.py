@@ -1,0 +1,187 @@
+"""Issue 10 figures: the read side against the bus, on one stream and machine.
+
+- raw: a plain durable pull consumer fetching (256 at a time) and acking every message
+  of the stream: the rate a Python consumer reaches without doing anything;
+- fold: `python -m runstream.projector` subprocesses folding the same stream into a
+  fresh schema, timed from their first committed batch to the last sequence;
+- rebuild: `python -m runstream.projector rebuild` over a stream of about a million
+  events, with its peak RSS.
+
+Each run checks what it folded: every analysis completed with its result, every step
+and log line, no poison row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from runstream.bus import Bus
+from tests.bench.streams import ANALYSES_PER_SESSION, STEPS, publish_analyses
+from tests.bench.support import BenchEnv
+
+EVENTS_PER_ANALYSIS = 36
+FOLD_ANALYSES = int(os.environ.get("BENCH_FOLD_ANALYSES", "1400"))  # ~50,000 events
+REBUILD_ANALYSES = int(os.environ.get("BENCH_REBUILD_ANALYSES", "27750"))  # ~1,000,000
+
+
+async def _fill(env: BenchEnv, analyses: int) -> tuple[int, float]:
+    async with Bus.connect(env.bus_settings(), name="bench-publisher") as bus:
+        await bus.provision()
+        began = time.perf_counter()
+        published = await publish_analyses(bus, analyses)
+        seconds = time.perf_counter() - began
+        assert await bus.last_seq() == published
+    return published, seconds
+
+
+async def _raw_rate(env: BenchEnv, last: int) -> float:
+    """Fetch + ack the whole stream with a plain durable pull consumer."""
+    nc = await nats.connect(env.nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_consumer(env.stream, ConsumerConfig(
+            durable_name="bench-raw", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=10_000,
+        ))  # fmt: skip
+        sub = await js.pull_subscribe_bind("bench-raw", env.stream)
+        seen = 0
+        began = time.perf_counter()
+        while seen < last:
+            for msg in await sub.fetch(256, timeout=5):
+                await msg.ack()
+                seen += 1
+        seconds = time.perf_counter() - began
+        await js.delete_consumer(env.stream, "bench-raw")
+    finally:
+        await nc.close()
+    return last / seconds
+
+
+class Folders:
+    """N projector processes on one schema; their first batch starts the clock."""
+
+    def __init__(self, env: BenchEnv, schema: str, log_dir: Path, count: int = 1) -> None:
+        self.env, self.schema, self.count = env, schema, count
+        self.logs = [log_dir / f"projector-{schema}-{i}.log" for i in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        environ = self.env.environ(db_schema=self.schema)
+        for log in self.logs:
+            with log.open("wb") as out:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "runstream.projector"], env=environ, stdout=out,
+                    stderr=subprocess.STDOUT,
+                ))  # fmt: skip
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+
+    async def rate(self, last: int, timeout: float = 600) -> float:
+        conn = await asyncpg.connect(self.env.database_url)
+        try:
+            first: tuple[float, int] | None = None
+            deadline = time.monotonic() + timeout
+            while True:
+                for proc, log in zip(self.procs, self.logs, strict=True):
+                    assert proc.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, f"not folded within {timeout} s"
+                with contextlib.suppress(asyncpg.UndefinedTableError):
+                    seq = await conn.fetchval(
+                        f"SELECT min(seq) FROM {self.schema}.projection_checkpoints"
+                    )
+                    now = time.perf_counter()
+                    if seq and first is None:
+                        first = (now, seq)
+                    if seq and seq >= last and first is not None:
+                        return (last - first[1]) / (now - first[0])
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+
+async def _check_folded(database_url: str, schema: str, analyses: int, events: int) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"SET search_path TO {schema}")
+        completed = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE role = 'assistant' AND status = 'completed'"
+            " AND result IS NOT NULL"
+        )
+        steps = await conn.fetchval("SELECT count(*) FROM message_steps WHERE status = 'completed'")
+        logs = await conn.fetchval("SELECT count(*) FROM message_logs")
+        poison = await conn.fetchval("SELECT count(*) FROM poison_events")
+        idle = await conn.fetchval("SELECT count(*) FROM sessions WHERE status = 'idle'")
+    finally:
+        await conn.close()
+    assert poison == 0
+    assert completed == analyses
+    assert steps == analyses * len(STEPS)
+    assert logs == analyses * len(STEPS) * 2
+    assert idle == -(-analyses // ANALYSES_PER_SESSION)
+    assert events == analyses * EVENTS_PER_ANALYSIS + idle
+
+
+@pytest.mark.timeout(1200)
+async def test_bench_projector_fold_rate_against_a_raw_consumer(
+    bench_env: BenchEnv, tmp_path: Path
+) -> None:
+    last, publish_s = await _fill(bench_env, FOLD_ANALYSES)
+    raw = await _raw_rate(bench_env, last)
+    folders = Folders(bench_env, "bench_fold_1", tmp_path)
+    folders.start()
+    try:
+        fold = await folders.rate(last)
+    finally:
+        folders.stop()
+    await _check_folded(bench_env.database_url, "bench_fold_1", FOLD_ANALYSES, last)
+    print(
+        f"\n[bench projector] {last} events ({FOLD_ANALYSES} analyses) published in "
+        f"{publish_s:.1f} s ({last / publish_s:.0f}/s, async acks)\n"
+        f"  raw durable pull consumer, fetch 256 + ack each: {raw:.0f} events/s\n"
+        f"  one projector process (batch fold): {fold:.0f} events/s\n"
+        f"  ratio fold / raw: {fold / raw:.2f} (target >= 0.7)"
+    )
+
+
+def _rebuild(env: BenchEnv, schema: str, log: Path) -> tuple[float, int, Any]:
+    """Run `python -m runstream.projector rebuild`; its wall time, status and rusage."""
+    with log.open("wb") as out:
+        began = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runstream.projector", "rebuild"],
+            env=env.environ(db_schema=schema), stdout=out, stderr=subprocess.STDOUT,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - began, status, usage
+
+
+@pytest.mark.timeout(1800)
+async def test_bench_rebuild_of_a_million_events(bench_env: BenchEnv, tmp_path: Path) -> None:
+    last, publish_s = await _fill(bench_env, REBUILD_ANALYSES)
+    schema = "bench_rebuild"
+    log = tmp_path / "rebuild.log"
+    seconds, status, usage = await asyncio.to_thread(_rebuild, bench_env, schema, log)
+    assert os.waitstatus_to_exitcode(status) == 0, log.read_text()[-4000:]
+    await _check_folded(bench_env.database_url, schema, REBUILD_ANALYSES, last)
+    print(
+        f"\n[bench rebuild] {last} events ({REBUILD_ANALYSES} analyses) published in "
+        f"{publish_s:.1f} s; `runstream.projector rebuild` folded and swapped them in "
+        f"{seconds:.1f} s -> {last / seconds:.0f} events/s (target: 1,000,000 in <= 180 s); "
+        f"peak RSS {usage.ru_maxrss / 1024:.0f} MB; {log.read_text().strip().splitlines()[-1]}"
+    )
