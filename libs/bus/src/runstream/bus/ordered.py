@@ -206,9 +206,10 @@ class OrderedReader:
     async def read_to_end(self) -> list[Entry]:
         """The next batch if anything is left now; [] once the end of the stream is
         reached (for rebuild: "now" is when the call is made)."""
-        while await self.pending() > 0:
+        while self.behind > 0 or await self.pending() > 0:
             if items := await self.next_batch():
                 return items
+            self.behind = 0  # nothing came: ask the server again
         return []
 
     async def close(self) -> None:

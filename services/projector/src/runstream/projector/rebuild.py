@@ -1,7 +1,7 @@
 """Rebuild the read models from the stream into a fresh schema, then swap it in.
 
 1. Create and migrate `<schema>_rebuild_<hex>`; fold the whole stream into it, in stream
-   order, through an ordered reader (batches of 500), binding the new checkpoint to the
+   order, through an ordered reader (batches of 2048), binding the new checkpoint to the
    stream as it is now. The live projector keeps running meanwhile.
 2. Take the advisory lock the live projector takes for each batch: it can no longer
    commit. Fold what remains up to the end of the stream *now* (so the new checkpoint is
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -28,7 +29,7 @@ from runstream.store import NOTIFY_CHANNEL, PROJECTOR, create_pool, migrate, val
 
 logger = structlog.get_logger()
 
-BATCH = 500
+BATCH = 2048
 
 
 class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,9 +73,7 @@ async def rebuild_from(
         projector = Projector(pool, lock_key=None, notify=False)
         await projector.position(await stream_identity(js, stream))  # binds the stream
         await reader.start(0)
-        while items := await reader.read_to_end():
-            await projector.apply_batch(items)
-            events += len(items)
+        events += await _fold_to_end(reader, projector)
         log.info("rebuild.caught_up", position=reader.position, events=events)
 
         async with pool.acquire() as conn, conn.transaction():
@@ -123,6 +122,22 @@ async def rebuild_from(
     )
     log.info("rebuild.swapped", **msgspec.to_builtins(report))
     return report
+
+
+async def _fold_to_end(reader: OrderedReader, projector: Projector) -> int:
+    """Fold batch after batch to the end of the stream, the next batch read while one
+    commits; returns the number of messages folded."""
+    events = 0
+    fetching = asyncio.ensure_future(reader.read_to_end())
+    try:
+        while items := await fetching:
+            fetching = asyncio.ensure_future(reader.read_to_end())
+            await projector.apply_batch(items)
+            events += len(items)
+    finally:
+        fetching.cancel()
+        await asyncio.wait([fetching])
+    return events
 
 
 async def _live_checkpoint(conn: asyncpg.Connection, schema: str) -> int | None:
