@@ -5,7 +5,9 @@
 - fold: `python -m runstream.projector` subprocesses folding the same stream into a
   fresh schema, timed from their first committed batch to the last sequence;
 - rebuild: `python -m runstream.projector rebuild` over a stream of about a million
-  events, with its peak RSS.
+  events, with its peak RSS;
+- freshness: analyses published at a sustained rate, and how long an event takes to be
+  visible to a `GET` with `min_seq` (gateway and projector as subprocesses).
 
 Each run checks what it folded: every analysis completed with its result, every step
 and log line, no poison row.
@@ -28,8 +30,14 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from runstream.bus import Bus
-from tests.bench.streams import ANALYSES_PER_SESSION, STEPS, publish_analyses
-from tests.bench.support import BenchEnv
+from runstream.contracts import AnalysisRequested, AnalysisSettled, encode
+from tests.bench.streams import (
+    ANALYSES_PER_SESSION,
+    STEPS,
+    publish_analyses,
+    sessions_of_analyses,
+)
+from tests.bench.support import BenchEnv, RawHttp, run_services, summary_ms
 
 EVENTS_PER_ANALYSIS = 36
 FOLD_ANALYSES = int(os.environ.get("BENCH_FOLD_ANALYSES", "1400"))  # ~50,000 events
@@ -68,16 +76,29 @@ async def _raw_rate(env: BenchEnv, last: int) -> float:
     return last / seconds
 
 
+# Projector settings measured one at a time against the defaults.
+KNOBS: dict[str, dict[str, object]] = {
+    "default": {},
+    "synchronous commit (async_commit=false)": {"async_commit": "false"},
+    "no prefetch (prefetch=false)": {"prefetch": "false"},
+    "fixed batches of 256 (batch_max=256)": {"batch_max": 256},
+}
+
+
 class Folders:
     """N projector processes on one schema; their first batch starts the clock."""
 
-    def __init__(self, env: BenchEnv, schema: str, log_dir: Path, count: int = 1) -> None:
+    def __init__(
+        self, env: BenchEnv, schema: str, log_dir: Path, count: int = 1,
+        knobs: dict[str, object] | None = None,
+    ) -> None:
         self.env, self.schema, self.count = env, schema, count
+        self.knobs = knobs or {}
         self.logs = [log_dir / f"projector-{schema}-{i}.log" for i in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        environ = self.env.environ(db_schema=self.schema)
+        environ = self.env.environ(db_schema=self.schema, **self.knobs)
         for log in self.logs:
             with log.open("wb") as out:
                 self.procs.append(subprocess.Popen(
@@ -143,20 +164,27 @@ async def test_bench_projector_fold_rate_against_a_raw_consumer(
 ) -> None:
     last, publish_s = await _fill(bench_env, FOLD_ANALYSES)
     raw = await _raw_rate(bench_env, last)
-    folders = Folders(bench_env, "bench_fold_1", tmp_path)
-    folders.start()
-    try:
-        fold = await folders.rate(last)
-    finally:
-        folders.stop()
-    await _check_folded(bench_env.database_url, "bench_fold_1", FOLD_ANALYSES, last)
+    rates: dict[str, float] = {}
+    for label, knobs in KNOBS.items():
+        schema = f"bench_fold_{len(rates)}"
+        folders = Folders(bench_env, schema, tmp_path, knobs=knobs)
+        folders.start()
+        try:
+            rates[label] = await folders.rate(last)
+        finally:
+            folders.stop()
+        await _check_folded(bench_env.database_url, schema, FOLD_ANALYSES, last)
+    fold = rates["default"]
     print(
         f"\n[bench projector] {last} events ({FOLD_ANALYSES} analyses) published in "
         f"{publish_s:.1f} s ({last / publish_s:.0f}/s, async acks)\n"
         f"  raw durable pull consumer, fetch 256 + ack each: {raw:.0f} events/s\n"
         f"  one projector process (batch fold): {fold:.0f} events/s\n"
-        f"  ratio fold / raw: {fold / raw:.2f} (target >= 0.7)"
+        f"  ratio fold / raw: {fold / raw:.2f} (target >= 0.7)\n"
+        f"  the knobs, one at a time (same stream, fresh schema each):"
     )
+    for label, rate in rates.items():
+        print(f"    {label:44s} {rate:7.0f} events/s  ({rate / fold:.2f} x default)")
 
 
 def _rebuild(env: BenchEnv, schema: str, log: Path) -> tuple[float, int, Any]:
@@ -184,4 +212,76 @@ async def test_bench_rebuild_of_a_million_events(bench_env: BenchEnv, tmp_path: 
         f"{publish_s:.1f} s; `runstream.projector rebuild` folded and swapped them in "
         f"{seconds:.1f} s -> {last / seconds:.0f} events/s (target: 1,000,000 in <= 180 s); "
         f"peak RSS {usage.ru_maxrss / 1024:.0f} MB; {log.read_text().strip().splitlines()[-1]}"
+    )
+
+
+FRESH_RATE = float(os.environ.get("BENCH_FRESHNESS_RATE", "200"))  # analyses/s offered
+FRESH_SECONDS = float(os.environ.get("BENCH_FRESHNESS_S", "30"))
+FRESH_SAMPLE = 10  # every 10th analysis's settle is read back
+
+
+@pytest.mark.timeout(900)
+async def test_bench_freshness_under_sustained_load(bench_env: BenchEnv, tmp_path: Path) -> None:
+    """Whole analyses published at FRESH_RATE/s for FRESH_SECONDS (every event of one
+    analysis at once, analyses spread evenly over time); for every 10th, the time from
+    publishing its `analysis_settled` to a `GET /api/messages/{mid}?min_seq=<its seq>`
+    answering with it settled."""
+    async with run_services(bench_env, tmp_path) as stack:
+        host, port = stack.url.removeprefix("http://").split(":")
+        latencies: list[float] = []
+        stale = 0
+        readers = [RawHttp(host, int(port), stack.headers()) for _ in range(16)]
+        idle: asyncio.Queue[RawHttp] = asyncio.Queue()
+        for reader in readers:
+            await reader.__aenter__()
+            idle.put_nowait(reader)
+
+        async def read_back(mid: str, sent: float, ack: asyncio.Future[Any]) -> None:
+            nonlocal stale
+            seq = (await ack).seq
+            reader = await idle.get()
+            try:
+                status, body = await reader.request("GET", f"/api/messages/{mid}?min_seq={seq}")
+            finally:
+                idle.put_nowait(reader)
+            assert status == 200, body
+            if body["status"] != "completed" or body["as_of_seq"] < seq:
+                stale += 1
+            else:
+                latencies.append(time.perf_counter() - sent)
+
+        async with Bus.connect(bench_env.bus_settings(), name="bench-publisher") as bus:
+            await bus.provision()
+            checks: list[asyncio.Task[None]] = []
+            total = int(FRESH_RATE * FRESH_SECONDS)
+            groups = sessions_of_analyses(total)
+            began = time.perf_counter()
+            published = analyses = 0
+            for group in groups:
+                for event in group:
+                    if isinstance(event, AnalysisRequested):
+                        analyses += 1
+                        # Pace: analysis n goes out at n / rate seconds.
+                        delay = began + analyses / FRESH_RATE - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    sent = time.perf_counter()
+                    ack = await bus.js.publish_async(
+                        bus.subjects.for_event(event), encode(event), stream=bus.stream
+                    )
+                    published += 1
+                    if isinstance(event, AnalysisSettled) and analyses % FRESH_SAMPLE == 0:
+                        checks.append(asyncio.create_task(read_back(event.message_id, sent, ack)))
+            offered_s = time.perf_counter() - began
+            await asyncio.gather(*checks)
+        for reader in readers:
+            await reader.__aexit__()
+    achieved = analyses / offered_s
+    assert latencies, "no read came back fresh"
+    print(
+        f"\n[bench freshness] {analyses} analyses ({published} events) offered at "
+        f"{FRESH_RATE:.0f}/s for {FRESH_SECONDS:.0f} s: published in {offered_s:.1f} s "
+        f"({achieved:.0f} analyses/s, {published / offered_s:.0f} events/s achieved); "
+        f"published -> visible to GET ?min_seq: {summary_ms(latencies)} over "
+        f"{len(latencies)} reads; {stale} reads not yet settled within the gateway's wait"
     )

@@ -62,6 +62,8 @@ class ProjectorSettings(DatabaseSettings):
     # batches, rows and checkpoint together, and the projector folds them again from
     # the stream (docs/projector.md). Off = wait for every flush.
     async_commit: bool = True
+    # Read the next batch while the current one folds and commits.
+    prefetch: bool = True
 
     def session_settings(self) -> dict[str, str]:
         """Postgres settings of the projector's own connections."""
@@ -135,9 +137,12 @@ class FoldLoop:
             while not stop.is_set():
                 items = await fetching
                 following = reader.position
-                fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+                if self.settings.prefetch:
+                    fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
                 if items:
                     await self._fold(items, after)
+                if not self.settings.prefetch:
+                    fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
                 after = following
         finally:
             fetching.cancel()
