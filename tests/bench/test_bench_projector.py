@@ -21,16 +21,22 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from runstream.bus import Bus
 from runstream.contracts import AnalysisRequested, AnalysisSettled, encode
+from runstream.projector import writer as W
+from runstream.projector.fold import Batch, Row
+from runstream.projector.projector import session_settings
+from runstream.store import open_store
 from tests.bench.streams import (
     ANALYSES_PER_SESSION,
     STEPS,
@@ -285,3 +291,131 @@ async def test_bench_freshness_under_sustained_load(bench_env: BenchEnv, tmp_pat
         f"published -> visible to GET ?min_seq: {summary_ms(latencies)} over "
         f"{len(latencies)} reads; {stale} reads not yet settled within the gateway's wait"
     )
+
+
+
+# --- how the writer sends rows: measured, not guessed ----------------------------------
+
+WRITER_ANALYSES = int(os.environ.get("BENCH_WRITER_ANALYSES", "1120"))  # 20 batches of 56
+
+
+class UnnestWriter:
+    """The same upserts with one array parameter per column (`unnest`)."""
+
+    def __init__(self) -> None:
+        self.sql = {spec.name: self._sql(spec) for spec in WRITTEN}
+
+    @staticmethod
+    def _sql(spec: W.Spec) -> str:
+        params = ", ".join(
+            f"${i}::{'text' if kind == 'jsonb' else kind}[]"
+            for i, (_, kind) in enumerate(spec.columns, start=1)
+        )
+        cols = ", ".join(f'"{name}"' for name in spec.names)
+        select = ", ".join(
+            f'"{name}"::jsonb' if kind == "jsonb" else f'"{name}"' for name, kind in spec.columns
+        )
+        conflict = spec.upsert_sql().split(" ON CONFLICT", 1)[1]
+        return (f"INSERT INTO {spec.name} ({cols}) SELECT {select} "
+                f"FROM unnest({params}) AS s({cols}) ON CONFLICT{conflict}")
+
+    async def write(self, conn: asyncpg.Connection, spec: W.Spec, rows: list[Row]) -> None:
+        arrays = []
+        for name, kind in spec.columns:
+            values = [row.get(name) for row in rows]
+            if kind == "jsonb":
+                values = [None if v is None else msgspec.json.encode(v).decode() for v in values]
+            arrays.append(values)
+        await conn.execute(self.sql[spec.name], *arrays)
+
+
+class CopyWriter:
+    """`COPY` into a temporary table, then the same `INSERT … SELECT … ON CONFLICT`."""
+
+    async def write(self, conn: asyncpg.Connection, spec: W.Spec, rows: list[Row]) -> None:
+        temp = f"tmp_{spec.name}"
+        cols = [name for name in spec.names]
+        ddl = ", ".join(f'"{n}" {"text" if k == "jsonb" else k}' for n, k in spec.columns)
+        await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} ({ddl}) ON COMMIT DELETE ROWS")
+        records = [
+            tuple(
+                (None if row.get(n) is None else msgspec.json.encode(row[n]).decode())
+                if k == "jsonb" else row.get(n)
+                for n, k in spec.columns
+            )
+            for row in rows
+        ]
+        await conn.copy_records_to_table(temp, records=records, columns=cols)
+        quoted = ", ".join(f'"{n}"' for n in cols)
+        select = ", ".join(
+            f'"{n}"::jsonb' if k == "jsonb" else f'"{n}"' for n, k in spec.columns
+        )
+        conflict = spec.upsert_sql().split(" ON CONFLICT", 1)[1]
+        await conn.execute(f"INSERT INTO {spec.name} ({quoted}) SELECT {select} FROM {temp} "
+                           f"ON CONFLICT{conflict}")
+
+
+class JsonWriter:
+    """What the projector does (`writer.write`): one JSON document per table."""
+
+    async def write(self, conn: asyncpg.Connection, spec: W.Spec, rows: list[Row]) -> None:
+        await conn.execute(spec.upsert_sql(), rows)
+
+
+WRITTEN = (W.SESSIONS, W.MESSAGES, W.STEPS, W.DURATIONS, W.LOGS)
+
+
+async def _write_all(writer: Any, conn: asyncpg.Connection, state: Any) -> None:
+    for spec, rows in (
+        (W.SESSIONS, [r for _, r in state.sessions.changed()]),
+        (W.MESSAGES, [r for _, r in state.messages.changed()]),
+        (W.STEPS, [r for _, r in state.steps.changed()]),
+        (W.DURATIONS, [r for _, r in state.durations.changed()]),
+        (W.LOGS, state.logs.rows),
+    ):
+        if rows:
+            await writer.write(conn, spec, rows)
+
+
+@pytest.mark.timeout(600)
+async def test_bench_writer_json_against_unnest_and_copy(database_url: str) -> None:
+    """The same batches (56 whole analyses each, ~2,000 events: the largest batch)
+    written three ways into fresh schemas; the time of the writes alone."""
+    batches = [list(chunk) for chunk in _chunks(
+        [e for group in sessions_of_analyses(WRITER_ANALYSES) for e in group], 2048)]
+    figures = {}
+    for label, writer in (("json_to_recordset (chosen)", JsonWriter()),
+                          ("unnest, one array per column", UnnestWriter()),
+                          ("COPY into a temporary table", CopyWriter())):
+        schema = f"bench_writer_{len(figures)}"
+        async with open_store(database_url, schema=schema, max_size=1,
+                              settings=session_settings()) as store:
+            async with store.pool.acquire() as conn:
+                wall = cpu = 0.0
+                seq = 0
+                for events in batches:
+                    items = []
+                    for event in events:
+                        seq += 1
+                        items.append((seq, "rs.x", encode(event)))
+                    batch = Batch(items)
+                    async with conn.transaction():
+                        state = batch.fold_into(await W.load(conn, batch.keys))
+                        began, cpu0 = time.perf_counter(), time.process_time()
+                        await _write_all(writer, conn, state)
+                        wall += time.perf_counter() - began
+                        cpu += time.process_time() - cpu0
+                dump = await conn.fetchval("SELECT count(*) FROM message_logs")
+            await store.pool.execute(f"DROP SCHEMA {schema} CASCADE")
+        assert dump == WRITER_ANALYSES * len(STEPS) * 2
+        figures[label] = (wall, cpu)
+    print(f"\n[bench writer] {len(batches)} batches of up to 2,048 events "
+          f"({WRITER_ANALYSES} analyses): time spent writing")
+    for label, (wall, cpu) in figures.items():
+        print(f"  {label:32s} {1000 * wall / len(batches):6.1f} ms/batch wall, "
+              f"{1000 * cpu / len(batches):6.1f} ms/batch projector CPU")
+
+
+def _chunks(events: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
