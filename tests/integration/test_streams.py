@@ -262,3 +262,36 @@ async def test_datasets_are_inspected_and_bad_ones_refused(stack_factory):
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "unreadable_dataset"
         listed = (await c.get(f"/api/sessions/{sid}/datasets")).json()["datasets"]
         assert [d["dataset_id"] for d in listed] == [ds["dataset_id"]]
+
+
+async def test_a_rename_is_projected_streamed_and_only_the_owners(stack):
+    async with stack.client("alice") as a, stack.client("bob") as b:
+        unnamed = (await a.post("/api/sessions")).json()["session_id"]
+        async with a.stream("GET", "/api/events") as feed:
+            renamed = await a.patch(f"/api/sessions/{unnamed}", json={"title": "  Q3 revenue "})
+            assert renamed.status_code == 200, renamed.text
+            assert renamed.json()["title"] == "Q3 revenue"
+            frames = await collect(feed, lambda f: any(x.event == "session_renamed" for x in f))
+        assert frames[-1].data["title"] == "Q3 revenue"
+        listed = (await a.get("/api/sessions")).json()["sessions"]
+        assert {s["session_id"]: s["title"] for s in listed}[unnamed] == "Q3 revenue"
+        # Another owner's session is not there; a blank or missing title is refused.
+        other = await b.patch(f"/api/sessions/{unnamed}", json={"title": "mine"})
+        assert other.status_code == 404
+        for body in ({"title": "   "}, {"title": ""}, {}, {"title": "x" * 201}):
+            bad = await a.patch(f"/api/sessions/{unnamed}", json=body)
+            assert bad.status_code in (400, 422), (body, bad.text)
+            assert set(bad.json()["error"]) >= {"code", "message", "details"}
+        assert (await a.get(f"/api/sessions/{unnamed}")).json()["title"] == "Q3 revenue"
+
+
+async def test_a_session_nobody_named_takes_its_first_question(stack):
+    async with stack.client() as c:
+        sid = (await c.post("/api/sessions")).json()["session_id"]
+        sub = await _submit(c, sid, "average revenue by region")
+        session = (await c.get(f"/api/sessions/{sid}", params={"min_seq": sub["as_of_seq"]}))
+        assert session.json()["title"] == "average revenue by region"
+        named = await new_session(c, "kept")
+        sub = await _submit(c, named, "total revenue by month")
+        session = (await c.get(f"/api/sessions/{named}", params={"min_seq": sub["as_of_seq"]}))
+        assert session.json()["title"] == "kept"

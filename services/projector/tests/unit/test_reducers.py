@@ -35,6 +35,7 @@ from runstream.contracts import (
     ScriptGenerated,
     SessionCreated,
     SessionRead,
+    SessionRenamed,
     StepCompleted,
     StepFailed,
     StepProgressed,
@@ -92,7 +93,7 @@ def events(draw: st.DrawFn) -> Event:
                                             expires_at=T0 + timedelta(hours=1))]))
     msg = {**base, "message_id": mid, "attempt": attempt}
     chart = {**base, "task_id": tid, "message_id": MESSAGE_OF[tid]}
-    kind = draw(st.integers(0, 24))
+    kind = draw(st.integers(0, 25))
     options: list[Any] = [
         lambda: SessionCreated(**base, owner="alice", title=draw(st.sampled_from(["", "a"]))),
         lambda: AnalysisRequested(**base, lock=lock, message_id=mid, user_message_id=uid,
@@ -133,6 +134,7 @@ def events(draw: st.DrawFn) -> Event:
         lambda: ChartCancelRequested(**chart),
         lambda: ChartCancelled(**chart),
         lambda: StepStarted(**msg, step=step, index=2, total=5),
+        lambda: SessionRenamed(**base, lock=lock, owner="alice", title="named"),
     ]
     return options[kind]()  # type: ignore[no-any-return]
 
@@ -314,3 +316,19 @@ def test_last_writer_wins_per_row_within_a_batch() -> None:
     assert state.sessions.dirty == {"s1"}
     assert state.sessions.rows["s1"]["last_read_at"] == T0 + timedelta(1)  # type: ignore[index]
     assert state.sessions.rows["s1"]["last_activity_at"] == T0 + timedelta(1)  # type: ignore[index]
+
+
+def test_a_session_is_named_by_its_owner_or_else_by_its_first_question() -> None:
+    unnamed = SessionCreated(event_id="c", at=T0, session_id="s1", owner="alice")
+    long_question = "what is the average revenue per region " * 4
+    ask = AnalysisRequested(event_id="r", at=T0, session_id="s1", message_id="m1",
+                            user_message_id="u1", owner="alice", question=long_question)
+    store = _fold([unnamed, ask])
+    title = store.sessions["s1"]["title"]
+    assert title.endswith("…") and len(title) <= 80 and long_question.startswith(title[:-1])
+    store = _fold([SessionRenamed(event_id="n", at=T0, session_id="s1", owner="alice",
+                                  title="Regions")], store)
+    assert store.sessions["s1"]["title"] == "Regions"
+    again = AnalysisRequested(event_id="r2", at=T0, session_id="s1", message_id="m2",
+                              user_message_id="u2", owner="alice", question="other")
+    assert _fold([again], store).sessions["s1"]["title"] == "Regions"

@@ -32,6 +32,7 @@ from runstream.contracts import (
     SessionCreated,
     SessionEvent,
     SessionRead,
+    SessionRenamed,
     SettledStatus,
     decode,
     derived_id,
@@ -230,6 +231,19 @@ class SessionAggregate:
                 dataset_id=dataset_id, name=name, format=fmt, object_name=object_name,
                 size_bytes=size_bytes, row_count=row_count, columns=columns,
                 sample_rows=sample_rows,
+            )
+
+        committed = await self.update(session_id, decide)
+        assert committed is not None
+        return committed
+
+    async def rename(self, session_id: str, *, owner: str, title: str) -> Committed:
+        def decide(state: SessionState) -> SessionEvent | None:
+            if not state.exists:
+                raise SessionNotFound(f"session {session_id} does not exist")
+            return SessionRenamed(
+                event_id=new_id(), at=utcnow(), session_id=session_id, lock=state.lock,
+                owner=owner, title=title,
             )
 
         committed = await self.update(session_id, decide)

@@ -78,6 +78,7 @@ from runstream.contracts.session import (
     SessionEvent,
     SessionEventT,
     SessionRead,
+    SessionRenamed,
 )
 from runstream.contracts.status import (
     ACTIVE,
@@ -159,6 +160,7 @@ __all__ = [
     "SessionEvent",
     "SessionEventT",
     "SessionRead",
+    "SessionRenamed",
     "SettledStatus",
     "ShapeKind",
     "StepCompleted",

@@ -75,6 +75,13 @@ class SessionRead(SessionEvent, frozen=True, kw_only=True, tag="session_read"):
     owner: str
 
 
+class SessionRenamed(SessionEvent, frozen=True, kw_only=True, tag="session_renamed"):
+    """The owner named the session (a session without a name takes its first question)."""
+
+    owner: str
+    title: str
+
+
 SessionEventT = (
     SessionCreated
     | DatasetAttached
@@ -82,6 +89,7 @@ SessionEventT = (
     | LockRenewed
     | AnalysisSettled
     | SessionRead
+    | SessionRenamed
 )
 SESSION_EVENTS: tuple[type[SessionEvent], ...] = (
     SessionCreated,
@@ -90,4 +98,5 @@ SESSION_EVENTS: tuple[type[SessionEvent], ...] = (
     LockRenewed,
     AnalysisSettled,
     SessionRead,
+    SessionRenamed,
 )

@@ -108,6 +108,13 @@ class Commands:
         )
         return committed.seq
 
+    async def rename(self, sid: str, title: str) -> Session:
+        g = self.g
+        await g.session_for(self.owner, sid)
+        committed = await g.sessions.rename(sid, owner=self.owner, title=title.strip())
+        await g.caught_up(committed.seq)
+        return load(Session, await g.session_for(self.owner, sid))
+
     async def mark_read(self, sid: str) -> Session:
         g = self.g
         await g.session_for(self.owner, sid)

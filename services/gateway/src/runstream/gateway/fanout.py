@@ -103,7 +103,8 @@ class Scope:
 
 
 OWNER_EVENT_TYPES = frozenset(
-    {"session_created", "analysis_requested", "analysis_settled", "session_read"}
+    {"session_created", "analysis_requested", "analysis_settled", "session_read",
+     "session_renamed"}
 )
 
 

@@ -81,6 +81,11 @@ class CreateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     title: Annotated[str, msgspec.Meta(max_length=TITLE_MAX_CHARS)] = ""
 
 
+class RenameSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=TITLE_MAX_CHARS,
+                                       pattern=NOT_BLANK)]
+
+
 class SubmitAnalysis(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     question: Annotated[str, msgspec.Meta(
         min_length=1, max_length=QUESTION_MAX_CHARS, pattern=NOT_BLANK,

@@ -1,8 +1,8 @@
-"""Sessions: create, list, read one, mark completed work seen."""
+"""Sessions: create, list, read one, rename, mark completed work seen."""
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody
 
@@ -13,6 +13,7 @@ from runstream.gateway.schemas import (
     MAX_JSON_BYTES,
     CreateSession,
     MinSeq,
+    RenameSession,
     Session,
     SessionId,
     SessionList,
@@ -49,6 +50,15 @@ class SessionController(Controller):
     async def get_session(self, gateway: GatewayDep, owner: OwnerDep, session_id: SessionId,
                           min_seq: MinSeq = 0) -> Session:
         return load(Session, await gateway.session_for(owner, session_id, min_seq))
+
+    @patch("/{session_id:str}", operation_class=ApiOperation, opt=WRITES,
+           request_max_body_size=MAX_JSON_BYTES,
+           responses=errors(400, 401, 404, 413, 422, 429, 503))
+    async def rename_session(self, commands: CommandsDep, session_id: SessionId,
+                             data: JSONBody[RenameSession]) -> Session:
+        """Names the session (a `session_renamed` event); unnamed sessions take the
+        first question as their title."""
+        return await commands.rename(session_id, data.title)
 
     @post("/{session_id:str}/read", status_code=200, operation_class=ApiOperation,
           responses=errors(*READ))

@@ -13,6 +13,7 @@ from runstream.contracts import (
     SessionCreated,
     SessionEvent,
     SessionRead,
+    SessionRenamed,
 )
 from runstream.projector.fold.state import State, aware
 
@@ -39,7 +40,14 @@ def fold_session(state: State, seq: int, event: SessionEvent) -> None:
                 "sample_rows": event.sample_rows, "created_at": at, "last_seq": seq,
             })  # fmt: skip
         case AnalysisRequested():
-            state.sessions.change(sid, status="analyzing", active_message_id=event.message_id)
+            session = state.sessions.get(sid)
+            assert session is not None  # admitted
+            title = session["title"] or untitled(event.question)
+            state.sessions.change(
+                sid, status="analyzing", active_message_id=event.message_id, title=title
+            )
+        case SessionRenamed():
+            state.sessions.change(sid, title=event.title)
         case AnalysisSettled():
             if state.sessions.get(sid)["active_message_id"] == event.message_id:  # type: ignore[index]
                 state.sessions.change(sid, status="idle", active_message_id=None)
@@ -62,6 +70,18 @@ def _sync_lock(state: State, event: SessionEvent) -> None:
         "session_id": event.session_id, "message_id": lock.message_id,
         "acquired_at": aware(lock.acquired_at), "expires_at": aware(lock.expires_at),
     }  # fmt: skip
+
+
+TITLE_FROM_QUESTION_CHARS = 80
+
+
+def untitled(question: str) -> str:
+    """A session nobody named is called by its first question (cut on a word)."""
+    text = " ".join(question.split())
+    if len(text) <= TITLE_FROM_QUESTION_CHARS:
+        return text
+    cut = text[: TITLE_FROM_QUESTION_CHARS - 1].rsplit(" ", 1)[0]
+    return cut + "…"
 
 
 def builtins(value: Any) -> Any:
