@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -223,11 +223,15 @@ async def follow_session(client: httpx.AsyncClient, session_id: str, status: dic
             screen.show(view)
 
 
-async def run_follow(url: str, token: str, target: str, *,
+async def run_follow(url: str, token: str, target: str, *, stop: asyncio.Event | None = None,
                      console: Console | None = None) -> int:
-    """Follow `target`; the exit status: 0 when the analysis completed, else 1 (a session
-    is followed until cancelled: 0)."""
+    """Follow `target` until its analysis settles (a message) or `stop` is set (Ctrl-C).
+
+    The exit status: 0 when the analysis completed, 1 when it did not; a session followed
+    until stopped: 0; a message whose follow was stopped before it settled: 130.
+    """
     console = console or Console(highlight=False)
+    stop = stop or asyncio.Event()
     timeout = httpx.Timeout(10.0, read=None)  # SSE: heartbeats, not a read timeout
     async with httpx.AsyncClient(base_url=url, timeout=timeout,
                                  headers={"Authorization": f"Bearer {token}"}) as client:
@@ -236,12 +240,30 @@ async def run_follow(url: str, token: str, target: str, *,
         except httpx.TransportError as exc:
             raise FollowError(f"no gateway answers at {url}: {exc}") from exc
         screen = Screen(console)
+        work: asyncio.Task[AnalysisView | None]
+        if kind == "session":
+            work = asyncio.create_task(_none(follow_session(client, target, found, screen)))
+        else:
+            work = asyncio.create_task(follow_message(client, found, screen))
+        stopped = asyncio.create_task(stop.wait())
         try:
-            if kind == "session":
-                await follow_session(client, target, found, screen)
-                return 0
-            view = await follow_message(client, found, screen)
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (work, stopped):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopped
             screen.close()
+        if not work.done() or work.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return 0 if kind == "session" else 130
+        view = work.result()  # raises FollowError from inside
+        if view is None:
+            return 0
         console.print(view.final())
         return 0 if view.status == "completed" else 1
+
+
+async def _none(coro: Awaitable[None]) -> None:
+    await coro

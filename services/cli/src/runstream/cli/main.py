@@ -347,10 +347,15 @@ def follow(
     if not base or not bearer:
         _fail("no gateway: run `runstream up` (it writes dev.env) or set RUNSTREAM_URL and "
               "RUNSTREAM_TOKEN", 2)
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_follow(base, bearer, target, stop=stop)
+
     try:
-        code = asyncio.run(run_follow(base, bearer, target))
-    except KeyboardInterrupt:
-        code = 130
+        code = asyncio.run(main())
     except FollowError as exc:
         _fail(str(exc))
     raise typer.Exit(code)

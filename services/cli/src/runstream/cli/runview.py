@@ -23,7 +23,7 @@ LIVE_LOG_LINES = 8
 NUMERIC_FORMATS = frozenset({"integer", "decimal", "percent"})
 ICONS = {"completed": ("✓", "green"), "running": ("●", "yellow"), "failed": ("✗", "red"),
          "cancelled": ("-", "magenta"), "pending": ("○", "dim")}
-LEVELS = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
+LEVELS = {"debug": "dim", "info": "", "success": "green", "warning": "yellow", "error": "red"}
 STATUS_STYLES = {"completed": "bold green", "failed": "bold red", "cancelled": "bold magenta",
                  "expired": "bold magenta", "running": "bold yellow", "pending": "bold"}
 
