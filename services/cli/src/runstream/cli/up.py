@@ -231,6 +231,8 @@ class Stack:
     async def _run(self) -> int:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # a previous run's dev.env names ports and a database that may not be these
+        (self.data_dir / "dev.env").unlink(missing_ok=True)
         http_port = pick_port(self.options.http_port, DEFAULT_HTTP_PORT, "HTTP")
         nats_url = await self.start_nats()
         dsn = await self.start_postgres()
