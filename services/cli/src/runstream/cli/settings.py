@@ -44,6 +44,9 @@ class CliSettings(DatabaseSettings):
     # often ("off" never), the Helm chart on its CronJob schedule.
     cleanup_older_than: str = DEFAULT_CLEANUP_OLDER_THAN
     cleanup_every: str = DEFAULT_CLEANUP_EVERY
+    # The command's own log lines (stderr); its report goes to stdout either way. Read
+    # before settings are (main.py), listed here as the setting it is.
+    cli_log_level: str = "ERROR"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
