@@ -196,6 +196,8 @@ def test_retention_runs_runstream_cleanup_as_a_cronjob_on_its_schedule(
     assert re.search(r"name: RUNSTREAM_CLEANUP_OLDER_THAN\n\s+value: \{\{ \$c\.olderThan", text)
     assert "runstream.databaseEnv" in text and "configMapRef" in text
     assert "restartPolicy: Never" in text
+    pod = text.split("template:", 1)[1]  # the Job's pods reach Postgres as ops pods do
+    assert '"component" "cli"' in pod and '"cli"' in template("networkpolicy.yaml")
     assert "toYaml .Values.securityContext" in text and "runstream.podCommon" in text
 
 
