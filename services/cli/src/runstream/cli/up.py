@@ -31,6 +31,7 @@ from runstream.cli.settings import (
     DEFAULT_HTTP_PORT,
     DEFAULT_NATS_PORT,
     CliSettings,
+    read_env_file,
 )
 from runstream.cli.supervisor import Child, Output, child_env, stop_all
 from runstream.cli.tokens import ensure_secret, make_token
@@ -105,6 +106,7 @@ class Stack:
         self._cleanup: asyncio.Task[None] | None = None
         self._cleanup_stop = asyncio.Event()
         self.failed: str | None = None
+        self.previous: dict[str, str] = {}  # the last run's dev.env
 
     def say(self, text: str) -> None:
         self.out.line("runstream", text)
@@ -131,6 +133,12 @@ class Stack:
         database in a cluster of its own in <data-dir>/pg. Never a database it was not
         told to use: not the server's `postgres`, not a plain DATABASE_URL."""
         given = self.options.database_url
+        if given and given == self.previous.get("RUNSTREAM_DATABASE_URL") \
+                and not await postgres_reachable(given):
+            # a shell that sourced the last run's dev.env names that run's own cluster,
+            # which is not started yet: choose again, as that run did
+            self.say("RUNSTREAM_DATABASE_URL is the last run's (from dev.env); choosing again")
+            given = None
         if given:
             if not await postgres_reachable(given):
                 raise RuntimeError(f"the database at {server_address(given)} "
@@ -232,6 +240,7 @@ class Stack:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # a previous run's dev.env names ports and a database that may not be these
+        self.previous = read_env_file(self.data_dir / "dev.env")
         (self.data_dir / "dev.env").unlink(missing_ok=True)
         http_port = pick_port(self.options.http_port, DEFAULT_HTTP_PORT, "HTTP")
         nats_url = await self.start_nats()
