@@ -150,10 +150,10 @@ async def running_up(cwd: Path, env: dict[str, str], *args: str,
     """`runstream up` on free ports until dev.env is written and /readyz answers; then
     Ctrl-C (SIGINT): it must exit 0 with every child stopped 0 and nothing left behind."""
     data_dir = data_dir or cwd / ".runstream"
-    (data_dir / "dev.env").unlink(missing_ok=True)  # a previous run's: not this one's
     log = cwd / "up.log"
+    http_port = free_port()
     proc = _start_up(
-        [str(RUNSTREAM), "up", "--http-port", str(free_port()),
+        [str(RUNSTREAM), "up", "--http-port", str(http_port),
          "--nats-port", str(free_port()), "--data-dir", str(data_dir), *args],
         cwd, env, log,
     )
@@ -161,8 +161,9 @@ async def running_up(cwd: Path, env: dict[str, str], *args: str,
     try:
         dev_env = data_dir / "dev.env"
 
-        async def dev_env_written() -> bool:
-            return dev_env.exists()
+        async def dev_env_written() -> bool:  # this run's, not a previous run's
+            values = read_env_file(dev_env)
+            return values.get("RUNSTREAM_URL") == f"http://127.0.0.1:{http_port}"
 
         await _wait_for("dev.env", dev_env_written, proc, log, START_TIMEOUT_S)
         up.values = read_env_file(dev_env)
@@ -286,6 +287,13 @@ async def test_runstream_up_starts_a_cluster_of_its_own_when_no_postgres_answers
             assert "database: runstream in the cluster in" in up.output()
             assert (home / ".runstream" / "pg" / "data" / "PG_VERSION").exists()
         assert re.search(r"\| postgres stopped \(0\)$", up.output(), re.M), up.output()[-3000:]
+        # A shell that sourced that run's dev.env names its cluster, stopped now: `up`
+        # chooses again (and reuses the cluster) instead of refusing the URL.
+        (tmp_path / "up.log").unlink()
+        env["RUNSTREAM_DATABASE_URL"] = dsn
+        async with running_up(tmp_path, env, data_dir=home / ".runstream") as again:
+            assert "is the last run's (from dev.env); choosing again" in again.output()
+            assert again.values["RUNSTREAM_DATABASE_URL"].endswith("/runstream")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
