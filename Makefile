@@ -5,9 +5,12 @@ SHELL := /bin/bash
 TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PY := .venv/bin/python
-# The machine's Postgres when it answers; otherwise the test harness starts a throwaway cluster.
+# The test suites: the machine's Postgres when it answers (each test creates and drops a
+# database of its own on it); otherwise the test harness starts a throwaway cluster.
+# `make run` does not use this: `runstream up` picks its own `runstream` database.
 PG_LOCAL := postgresql://postgres@127.0.0.1:5432/postgres
-export DATABASE_URL ?= $(shell (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 && echo $(PG_LOCAL)) 2>/dev/null)
+TEST_DATABASE_URL := $(or $(DATABASE_URL),$(shell (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 && echo $(PG_LOCAL)) 2>/dev/null))
+test test-fast eval bench chaos: export DATABASE_URL := $(TEST_DATABASE_URL)
 
 .PHONY: help bootstrap sync run test test-fast lint proto eval bench chaos browser-deps helm-lib helm-lint clean
 

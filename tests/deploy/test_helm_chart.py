@@ -178,6 +178,29 @@ def test_ingress_is_sse_safe(values: dict[str, Any]) -> None:
     assert 'proxy_set_header Connection "upgrade";' in text
 
 
+def test_retention_runs_runstream_cleanup_as_a_cronjob_on_its_schedule(
+    values: dict[str, Any],
+) -> None:
+    from runstream.cli.durations import parse_duration
+
+    cleanup = values["cleanup"]
+    assert cleanup["enabled"] is True
+    fields = cleanup["schedule"].split()
+    assert len(fields) == 5 and all(re.fullmatch(r"[\d*/,-]+", f) for f in fields), fields
+    assert parse_duration(cleanup["olderThan"])  # what `runstream cleanup` reads
+    assert set(cleanup["resources"]) == {"requests", "limits"}
+    text = template("cleanup-cronjob.yaml")
+    assert "kind: CronJob" in text and "concurrencyPolicy: Forbid" in text
+    assert "schedule: {{ $c.schedule | quote }}" in text
+    assert '"service" "cli"' in text and 'args: ["cleanup"]' in text
+    assert re.search(r"name: RUNSTREAM_CLEANUP_OLDER_THAN\n\s+value: \{\{ \$c\.olderThan", text)
+    assert "runstream.databaseEnv" in text and "configMapRef" in text
+    assert "restartPolicy: Never" in text
+    pod = text.split("template:", 1)[1]  # the Job's pods reach Postgres as ops pods do
+    assert '"component" "cli"' in pod and '"cli"' in template("networkpolicy.yaml")
+    assert "toYaml .Values.securityContext" in text and "runstream.podCommon" in text
+
+
 def test_jwt_secret_is_generated_once_and_kept() -> None:
     helpers = template("_helpers.tpl")
     assert "randAlphaNum 48" in helpers

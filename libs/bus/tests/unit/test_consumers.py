@@ -243,3 +243,39 @@ async def test_a_nats_outage_inside_a_handler_does_not_spend_a_delivery(bus: Bus
     assert calls == [1, 1, 1], "run again on the same delivery, never redelivered"
     info = await bus.js.consumer_info(bus.stream, "outage")
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
+
+
+async def test_every_consumer_is_listed_past_the_servers_page_and_marked_by_kind(bus: Bus):
+    from nats.js import api
+
+    from runstream.bus import OrderedReader, ensure_consumer, list_consumers
+    from runstream.bus.inventory import PAGE
+
+    await bus.publish(_log("s1", "m1", "one"))
+    spec = ConsumerSpec(durable="a-worker", filter_subjects=[bus.subjects.all])
+    await ensure_consumer(bus, spec)
+    reader = OrderedReader(bus.js, bus.stream, bus.subjects.all, name_prefix="projector")
+    await reader.start(0)
+    replay = await bus.js.subscribe(bus.subjects.all, stream=bus.stream, ordered_consumer=True,
+                                    config=api.ConsumerConfig(inactive_threshold=30.0))
+    extra = PAGE + 4  # more than one page of the server's list
+    for i in range(extra):
+        await bus.js.add_consumer(bus.stream, api.ConsumerConfig(
+            name=f"extra_{i:03d}", ack_policy=api.AckPolicy.NONE, mem_storage=True,
+            inactive_threshold=60.0))
+    try:
+        rows = await list_consumers(bus)
+    finally:
+        await replay.unsubscribe()
+        await reader.close()
+
+    assert len(rows) == extra + 3 == len({r.name for r in rows})
+    by_name = {r.name: r for r in rows}
+    assert rows[0].name == "a-worker"  # durable ones first
+    assert (by_name["a-worker"].kind, by_name["a-worker"].ephemeral) == ("durable", False)
+    assert by_name["a-worker"].pending == 1
+    readers = [r for r in rows if r.name.startswith("projector_")]
+    assert [(r.kind, r.ephemeral) for r in readers] == [("reader", True)]
+    replays = [r for r in rows if r.kind == "replay"]
+    assert len(replays) == 1 and replays[0].ephemeral
+    assert all(by_name[f"extra_{i:03d}"].ephemeral for i in range(extra))

@@ -86,13 +86,14 @@ async def test_cleanup_removes_only_settled_sessions_older_than_the_cutoff(
     await _session_rows(db, busy, last_at=week_ago, status="analyzing")
 
     planned = await cl.cleanup(settings, timedelta(hours=24), dry_run=True)
-    assert [c.session_id for c in planned] == [old]
-    assert planned[0].stream_messages == 1 and planned[0].datasets == [f"{old}-data"]
+    assert [c.session_id for c in planned.sessions] == [old]
+    assert planned.sessions[0].stream_messages == 1
+    assert planned.sessions[0].datasets == [f"{old}-data"]
     assert await _stream_count(bus, old) == 1  # a dry run removes nothing
     assert await db.fetchval("SELECT count(*) FROM sessions") == 3
 
     removed = await cl.cleanup(settings, timedelta(hours=24), dry_run=False)
-    assert [c.session_id for c in removed] == [old]
+    assert removed.keys() == planned.keys()
     assert await _stream_count(bus, old) == 0
     assert await _stream_count(bus, recent) == 1 and await _stream_count(bus, busy) == 1
     with pytest.raises(Exception):  # noqa: B017 - the object is gone, whichever error says so

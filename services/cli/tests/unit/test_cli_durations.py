@@ -26,3 +26,10 @@ def test_durations_people_write_are_understood(text: str, expected: timedelta) -
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["7d", "1h30m", "1m30s", "1d12h", "45m"])
+def test_a_formatted_duration_reads_back_as_itself(text: str) -> None:
+    from runstream.cli.durations import format_duration
+
+    assert format_duration(parse_duration(text)) == text

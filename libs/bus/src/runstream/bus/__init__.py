@@ -23,6 +23,7 @@ from runstream.bus.errors import (
     nats_unavailable,
 )
 from runstream.bus.history import read_subject, session_events
+from runstream.bus.inventory import ConsumerKind, ConsumerRow, list_consumers
 from runstream.bus.objects import delete_dataset, get_dataset, put_dataset
 from runstream.bus.ordered import (
     Entry,
@@ -41,6 +42,8 @@ __all__ = [
     "BusSettings",
     "Committed",
     "ConcurrencyConflict",
+    "ConsumerKind",
+    "ConsumerRow",
     "ConsumerSpec",
     "Delivery",
     "Entry",
@@ -66,6 +69,7 @@ __all__ = [
     "event_headers",
     "exception_family",
     "get_dataset",
+    "list_consumers",
     "nats_unavailable",
     "put_dataset",
     "read_subject",

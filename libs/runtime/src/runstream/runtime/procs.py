@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -90,6 +91,34 @@ async def postgres_reachable(dsn: str, timeout: float = 2.0) -> bool:
         return False
     await conn.close()
     return True
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server, user and options, another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def server_address(dsn: str) -> str:
+    """host:port of a DSN, for messages (never the user or a password)."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+async def ensure_database(server: str, name: str, timeout: float = 5.0) -> tuple[str, bool]:
+    """The DSN of database `name` on `server` (any DSN of that server), created when it is
+    missing; and whether it was created now."""
+    conn = await asyncpg.connect(with_database(server, "postgres"), timeout=timeout)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return with_database(server, name), False
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:  # another `up` created it meanwhile
+            return with_database(server, name), False
+    finally:
+        await conn.close()
+    return with_database(server, name), True
 
 
 async def terminate(
@@ -176,6 +205,8 @@ class LocalPostgres:
         )
         return self.proc
 
-    async def stop(self, grace: float = 15.0) -> None:
-        if self.proc is not None:
-            await terminate(self.proc, sig=signal.SIGINT, grace=grace)  # SIGINT: fast shutdown
+    async def stop(self, grace: float = 15.0) -> int | None:
+        """Its exit status (0 after a clean fast shutdown); None when it never started."""
+        if self.proc is None:
+            return None
+        return await terminate(self.proc, sig=signal.SIGINT, grace=grace)  # SIGINT: fast shutdown

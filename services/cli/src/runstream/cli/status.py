@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from nats.js.errors import NotFoundError
 
-from runstream.bus import Bus
+from runstream.bus import Bus, list_consumers
 from runstream.cli.settings import CliSettings
 
 PROJECTOR_CHECKPOINT = "projector"
@@ -59,21 +59,14 @@ async def collect(settings: CliSettings) -> dict[str, Any]:
             info = await bus.js.stream_info(bus.stream)
         except NotFoundError:
             return {"stream": None}
-        consumers = await bus.js.consumers_info(bus.stream)
+        consumers = await list_consumers(bus)
     state = info.state
-    rows = []
-    for c in sorted(consumers, key=lambda c: c.name):
-        delivered = c.delivered
-        rows.append({
-            "name": c.name,
-            "filter": c.config.filter_subject or ", ".join(c.config.filter_subjects or []),
-            "pending": c.num_pending or 0,
-            "ack_pending": c.num_ack_pending or 0,
-            "redelivered": c.num_redelivered or 0,
-            "waiting_pulls": c.num_waiting or 0,
-            "delivered_seq": delivered.stream_seq if delivered else 0,
-            "last_active": delivered.last_active if delivered else None,
-        })
+    rows = [{
+        "name": c.name, "kind": c.kind, "ephemeral": c.ephemeral, "filter": c.filter,
+        "pending": c.pending, "ack_pending": c.ack_pending, "redelivered": c.redelivered,
+        "waiting_pulls": c.waiting, "delivered_seq": c.delivered_seq,
+        "last_active": c.last_active,
+    } for c in consumers]
     checkpoint = await projector_checkpoint(settings)
     return {
         "stream": {
@@ -99,15 +92,19 @@ def render(report: dict[str, Any], nats_url: str) -> str:
         f"  messages {stream['messages']}  bytes {_size(stream['bytes'])}  "
         f"first seq {stream['first_seq']}  last seq {stream['last_seq']}",
         "",
-        f"consumers ({len(report['consumers'])}):",
-        f"  {'name':<24}{'pending':>9}{'ack pend':>10}{'redeliv':>9}{'pulls':>7}  last active",
+        f"consumers ({len(report['consumers'])}; ephemeral ones belong to one process and "
+        "vanish with it):",
+        f"  {'name':<28}{'kind':<20}{'pending':>9}{'ack pend':>10}{'redeliv':>9}{'pulls':>7}"
+        "  last active",
     ]
     for c in report["consumers"]:
+        kind = f"ephemeral {c['kind']}" if c["ephemeral"] else c["kind"]
         lines.append(
-            f"  {c['name']:<24}{c['pending']:>9}{c['ack_pending']:>10}{c['redelivered']:>9}"
-            f"{c['waiting_pulls']:>7}  {_ago(c['last_active'])}"
+            f"  {c['name']:<28}{kind:<20}{c['pending']:>9}{c['ack_pending']:>10}"
+            f"{c['redelivered']:>9}{c['waiting_pulls']:>7}  {_ago(c['last_active'])}"
         )
-    live = [c["name"] for c in report["consumers"] if c["waiting_pulls"] > 0]
+    live = [c["name"] for c in report["consumers"]
+            if c["waiting_pulls"] > 0 and not c["ephemeral"]]
     lines.append("")
     lines.append(
         "workers polling now: " + (", ".join(live) if live else "none")

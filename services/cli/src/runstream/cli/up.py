@@ -1,7 +1,8 @@
 """`runstream up`: the whole stack on one machine, supervised, stopped cleanly on a signal.
 
-Order of start: nats-server → Postgres (given or local) → migrations and stream →
-projector → gateway → workers; order of stop is the mirror (services, then NATS, then
+Order of start: nats-server → Postgres (given, the local server's `runstream` database, or
+a cluster of its own) → migrations and stream → projector → gateway → workers → the
+periodic cleanup; order of stop is the mirror (cleanup, services, then NATS, then
 Postgres).
 """
 
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -22,17 +24,28 @@ import httpx
 from runstream.bus import Bus
 from runstream.bus.objects import dataset_store
 from runstream.cli.devenv import write_dev_env
-from runstream.cli.settings import CliSettings
+from runstream.cli.durations import format_duration
+from runstream.cli.retention import CleanupSchedule
+from runstream.cli.settings import (
+    DATABASE_NAME,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_NATS_PORT,
+    CliSettings,
+    read_env_file,
+)
 from runstream.cli.supervisor import Child, Output, child_env, stop_all
 from runstream.cli.tokens import ensure_secret, make_token
 from runstream.runtime.procs import (
     LocalPostgres,
+    ensure_database,
     free_port,
     nats_server_binary,
     port_is_free,
     postgres_reachable,
+    server_address,
     terminate,
     wait_port,
+    with_database,
 )
 
 # (label, module) in start order: the projector first so the gateway's reads catch up
@@ -43,7 +56,6 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("execution-worker", "runstream.execution_worker"),
     ("chart-worker", "runstream.chart_worker"),
 )
-DEFAULT_NATS_PORT = 4222
 
 
 def has_main(module: str) -> bool:
@@ -61,9 +73,23 @@ def sample_dataset_path() -> Path:
 @dataclass
 class UpOptions:
     data_dir: Path
-    http_port: int | None = None
-    nats_port: int | None = None
+    http_port: int | None = None  # None: 8000, or a free port when 8000 is taken
+    nats_port: int | None = None  # None: 4222, or a free port when 4222 is taken
+    database_url: str | None = None  # None: see Stack.start_postgres
+    postgres_server: str | None = None  # "off": never use a server `up` did not start
     ready_timeout_s: float = 90.0
+    cleanup_older_than: timedelta | None = None  # None: no periodic cleanup
+    cleanup_every: timedelta | None = None
+
+
+def pick_port(given: int | None, default: int, what: str) -> int:
+    """The port asked for (which must be free), else the default when free, else any."""
+    if given is not None:
+        if not port_is_free(given):
+            raise RuntimeError(f"{what} port {given} is taken (choose another or leave it "
+                               "unset to have one picked)")
+        return given
+    return default if port_is_free(default) else free_port()
 
 
 class Stack:
@@ -77,16 +103,17 @@ class Stack:
         self.pg: LocalPostgres | None = None
         self.children: list[Child] = []
         self._pumps: list[asyncio.Task[None]] = []
+        self._cleanup: asyncio.Task[None] | None = None
+        self._cleanup_stop = asyncio.Event()
         self.failed: str | None = None
+        self.previous: dict[str, str] = {}  # the last run's dev.env
 
     def say(self, text: str) -> None:
         self.out.line("runstream", text)
 
     # --- infrastructure -------------------------------------------------------------
     async def start_nats(self) -> str:
-        port = self.options.nats_port or self.settings.nats_port
-        if port is None:
-            port = DEFAULT_NATS_PORT if port_is_free(DEFAULT_NATS_PORT) else free_port()
+        port = pick_port(self.options.nats_port, DEFAULT_NATS_PORT, "NATS")
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         self.nats = await asyncio.create_subprocess_exec(
@@ -100,12 +127,33 @@ class Stack:
         return f"nats://127.0.0.1:{port}"
 
     async def start_postgres(self) -> str:
-        given = self.settings.database_url
-        if self.settings.database_url_given():
-            if await postgres_reachable(given):
-                self.say("using the Postgres at DATABASE_URL")
-                return given
-            self.say("DATABASE_URL is not reachable; starting a local Postgres instead")
+        """The database, in this order: the one given (--database-url or
+        RUNSTREAM_DATABASE_URL, used as it is); the `runstream` database on the local server
+        (--postgres-server, created when missing) when that server answers; the `runstream`
+        database in a cluster of its own in <data-dir>/pg. Never a database it was not
+        told to use: not the server's `postgres`, not a plain DATABASE_URL."""
+        given = self.options.database_url
+        if given and given == self.previous.get("RUNSTREAM_DATABASE_URL") \
+                and not await postgres_reachable(given):
+            # a shell that sourced the last run's dev.env names that run's own cluster,
+            # which is not started yet: choose again, as that run did
+            self.say("RUNSTREAM_DATABASE_URL is the last run's (from dev.env); choosing again")
+            given = None
+        if given:
+            if not await postgres_reachable(given):
+                raise RuntimeError(f"the database at {server_address(given)} "
+                                   "(--database-url / RUNSTREAM_DATABASE_URL) does not answer")
+            self.say(f"database: the one given, on {server_address(given)}")
+            return given
+        server = self.options.postgres_server
+        if server and server.strip().lower() != "off":
+            if await postgres_reachable(with_database(server, "postgres")):
+                dsn, created = await ensure_database(server, DATABASE_NAME)
+                self.say(f"database: {DATABASE_NAME} on the Postgres at "
+                         f"{server_address(server)}{' (created)' if created else ''}")
+                return dsn
+            self.say(f"no Postgres answers at {server_address(server)}; "
+                     "starting a cluster of its own")
         self.pg = LocalPostgres(self.data_dir / "pg", free_port())
         proc = await self.pg.start()
         self._pumps.append(asyncio.create_task(self.out.pump("postgres", proc.stdout)))
@@ -116,8 +164,10 @@ class Stack:
             if proc.returncode is not None or loop.time() > deadline:
                 raise RuntimeError("the local Postgres did not accept connections")
             await asyncio.sleep(0.1)
-        self.say(f"local Postgres in {self.pg.root} on port {self.pg.port}")
-        return self.pg.dsn
+        dsn, _ = await ensure_database(self.pg.dsn, DATABASE_NAME)
+        self.say(f"database: {DATABASE_NAME} in the cluster in {self.pg.root} "
+                 f"on port {self.pg.port}")
+        return dsn
 
     async def prepare(self, nats_url: str, dsn: str) -> None:
         from runstream.store import connect, migrate
@@ -189,7 +239,10 @@ class Stack:
     async def _run(self) -> int:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        http_port = self.options.http_port or s.http_port
+        # a previous run's dev.env names ports and a database that may not be these
+        self.previous = read_env_file(self.data_dir / "dev.env")
+        (self.data_dir / "dev.env").unlink(missing_ok=True)
+        http_port = pick_port(self.options.http_port, DEFAULT_HTTP_PORT, "HTTP")
         nats_url = await self.start_nats()
         dsn = await self.start_postgres()
         await self.prepare(nats_url, dsn)
@@ -232,17 +285,34 @@ class Stack:
         self.say(f"dev token (sub 'dev', 30 days): {token}")
         self.say(f"NATS: {nats_url}   (nats stream view {s.stream} --server {nats_url})")
         self.say(f"wrote {self.data_dir / 'dev.env'}; Ctrl-C stops everything")
+        self.start_cleanup(nats_url, dsn)
         await self.watch_infra()
         return 1 if self.failed else 0
 
+    def start_cleanup(self, nats_url: str, dsn: str) -> None:
+        """Retention under `up`: the cleanup of `runstream cleanup`, now and periodically."""
+        older_than, every = self.options.cleanup_older_than, self.options.cleanup_every
+        if older_than is None or every is None:
+            self.say("periodic cleanup: off")
+            return
+        settings = self.settings.model_copy(update={"nats_url": nats_url, "database_url": dsn})
+        schedule = CleanupSchedule(settings, older_than=older_than, every=every,
+                                   report=lambda line: self.out.line("cleanup", line))
+        self.say(f"periodic cleanup: every {format_duration(every)}, what is settled and "
+                 f"older than {format_duration(older_than)}")
+        self._cleanup = asyncio.create_task(schedule.run(self._cleanup_stop))
+
     async def shutdown(self) -> None:
+        self._cleanup_stop.set()
+        if self._cleanup is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._cleanup, 30)
         await stop_all(self.children)
         if self.nats is not None:
-            await terminate(self.nats, grace=10)
-            self.say("nats-server stopped")
+            code = await terminate(self.nats, grace=10)
+            self.say(f"nats-server stopped ({code})")
         if self.pg is not None:
-            await self.pg.stop()
-            self.say("postgres stopped")
+            self.say(f"postgres stopped ({await self.pg.stop()})")
         for pump in self._pumps:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(pump, 2)

@@ -374,7 +374,13 @@ class StreamStats(msgspec.Struct, kw_only=True):
 
 
 class ConsumerStats(msgspec.Struct, kw_only=True):
+    """One consumer on the stream, as `runstream status` lists it."""
+
     name: str
+    # durable: a worker's; reader / replay: ephemeral, one process's ordered reader (the
+    # projector, a rebuild) or history replay (an SSE or WebSocket catch-up, `tail`).
+    kind: Literal["durable", "reader", "replay"] = "durable"
+    ephemeral: bool = False
     pending: int | None = None
     ack_pending: int | None = None
     redelivered: int | None = None

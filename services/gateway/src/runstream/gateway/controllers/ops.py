@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 
-from runstream.bus import Bus
+from runstream.bus import Bus, list_consumers
 from runstream.gateway.dependencies import BusDep, GatewayDep, ModelsDep
 from runstream.gateway.errors import ApiError, retry_after
 from runstream.gateway.openapi import API_SECURITY, ApiOperation, errors
@@ -92,7 +92,7 @@ class OpsController(Controller):
         """Queue depths, consumer lag, workers seen, events per second."""
         hub = gateway.hub
         info = await bus.js.stream_info(bus.stream)
-        consumers = await bus.js.consumers_info(bus.stream)
+        consumers = await list_consumers(bus)  # the same list as `runstream status`
         checkpoint = await models.checkpoint()
         last = int(info.state.last_seq)
         return Stats(
@@ -100,14 +100,15 @@ class OpsController(Controller):
                                bytes=info.state.bytes, first_seq=info.state.first_seq,
                                last_seq=last),
             consumers=[
-                ConsumerStats(name=c.name or "", pending=c.num_pending,
-                              ack_pending=c.num_ack_pending, redelivered=c.num_redelivered,
-                              waiting=c.num_waiting,
-                              delivered_seq=c.delivered.stream_seq if c.delivered else None)
+                ConsumerStats(name=c.name, kind=c.kind, ephemeral=c.ephemeral,
+                              pending=c.pending, ack_pending=c.ack_pending,
+                              redelivered=c.redelivered, waiting=c.waiting,
+                              delivered_seq=c.delivered_seq)
                 for c in consumers
             ],
-            workers_seen=sorted({c.name or "" for c in consumers
-                                 if c.num_waiting and c.num_waiting > 0}),
+            # a durable consumer with waiting pulls has at least one live worker
+            workers_seen=sorted({c.name for c in consumers
+                                 if not c.ephemeral and c.waiting > 0}),
             projector=ProjectorStats(checkpoint=checkpoint, lag=max(0, last - checkpoint)),
             gateway=GatewayStats(stream_clients=hub.clients,
                                  events_per_second=round(hub.events_per_second(), 2),
