@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -123,7 +124,10 @@ def _slow_down_execution(monkeypatch: pytest.MonkeyPatch, seconds: float) -> boo
     async def slowed(*args: Any, **kwargs: Any) -> Any:
         result = await original(*args, **kwargs)
         await asyncio.sleep(seconds)
-        return result
+        # The query "took" that long: its duration feeds the step's mean, so the ETAs the UI
+        # shows for later queries expect it.
+        return msgspec.structs.replace(
+            result, duration_ms=result.duration_ms + round(seconds * 1000))
 
     monkeypatch.setattr(worker, "run_sandboxed", slowed)
     return True
