@@ -873,7 +873,7 @@ function renderAnalysis(m) {
   }
   // A one-number answer leads with its card; drawn charts follow the table.
   const charts = m.charts || [];
-  for (const chart of charts) if (chart.kind === "number") card.append(renderCards(chart));
+  for (const chart of charts) if (chart.kind === "number") card.append(renderCards(chart, m));
   if (m.result) card.append(renderResult(m));
   if (m.chartTask) {
     card.append(h("div.chart-pending.muted.small", { testid: "chart-progress" },
@@ -917,10 +917,11 @@ const NUMERIC_FORMATS = new Set(["integer", "decimal", "percent"]);
 
 // A big-number card per measure of a one-row answer (chart kind "number"): the display
 // form computed by the server, so the card, the table and the CSV agree on the number.
-function renderCards(chart) {
+function renderCards(chart, m) {
   const spec = chart.spec || {};
   const context = (spec.context || []).map((c) => c.display).filter(Boolean).join(" · ");
-  return h("section.number-cards", { testid: "number-card", "aria-label": chart.title || "Result" },
+  return h("section.number-cards", { testid: "number-card",
+    "aria-label": `Answer: ${m.question || chart.title || ""}` },
     context ? h("div.number-context.muted.small", {}, context) : null,
     h("div.number-row", {}, ...(spec.cards || []).map((c) =>
       h("div.number-card", { class: c.primary ? "primary" : "", dataset: { column: c.column } },
@@ -943,8 +944,9 @@ function renderResult(m) {
     ? (display[i][j] ?? "—") : fmtCell(v))));
   const shown = rows.length;
   const count = r.row_count ?? (r.rows || []).length;
-  return h("section.result", { testid: "result", "aria-label": "Result" },
-    h("div.table-wrap", { tabindex: "0", role: "region", "aria-label": "Result table" },
+  return h("section.result", { testid: "result", "aria-label": `Result: ${m.question || ""}` },
+    h("div.table-wrap", { tabindex: "0", role: "region",
+      "aria-label": `Result table: ${m.question || ""}` },
       h("table.result-table", { testid: "result-table" },
         h("thead", {}, h("tr", {}, ...cols.map((c, i) =>
           h("th", { scope: "col", class: numeric[i] ? "num" : "", title: c.type || "" }, c.name)))),
@@ -1142,6 +1144,7 @@ async function copySql(sql, button) {
 function buildComposer() {
   const file = h("input", { type: "file", testid: "dataset-input", accept: ".csv,.parquet,text/csv",
     class: "visually-hidden", id: "dataset-file", tabindex: "-1",
+    "aria-label": "A CSV or Parquet file to ask about",
     onchange: (ev) => upload(ev.target) });
   shell.question = h("textarea.question", {
     testid: "question-input", rows: 2, id: "question", placeholder: "Ask a question about your data…",
@@ -1151,10 +1154,8 @@ function buildComposer() {
     },
   });
   shell.datasetInfo = h("span.dataset-slot");
-  shell.uploadLabel = h("label.btn.btn-small", { for: "dataset-file", testid: "upload-button",
-    tabindex: "0", role: "button", onkeydown: (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); file.click(); }
-    } }, "Upload CSV");
+  shell.uploadLabel = h("button.btn.btn-small", { type: "button", testid: "upload-button",
+    onclick: () => file.click() }, "Upload CSV");
   shell.reason = h("p.composer-reason.small", { id: "composer-reason", testid: "composer-reason" });
   shell.ask = h("button.btn.btn-primary", { type: "submit", testid: "ask" }, "Ask");
   shell.form = h("form.composer", { testid: "composer", "aria-label": "Ask a question",

@@ -215,8 +215,7 @@ function logEntries(m, chain, keep) {
   const out = [];
   attempts.forEach((a, i) => {
     if (attempts.length > 1) {
-      out.push(h("li.attempt-separator", { testid: "attempt-separator", dataset: { kind: "retry" },
-        role: "separator" },
+      out.push(h("li.attempt-separator", { testid: "attempt-separator", dataset: { kind: "retry" } },
       h("span", {}, `Attempt ${i + 1}`),
       h("span.muted", {}, ` · ${statusLabel(a.status)}${a.created_at ? ` · ${fmtTime(a.created_at)}` : ""}`)));
     }
@@ -230,8 +229,8 @@ function logEntries(m, chain, keep) {
       }
       const retry = l.level === "warning" && DELIVERY_RETRY.exec(l.text || "");
       if (retry && Number(retry[1]) < Number(retry[2])) {
-        out.push(h("li.attempt-separator", { testid: "attempt-separator", dataset: { kind: "delivery" },
-          role: "separator" }, `Trying again: delivery ${Number(retry[1]) + 1} of ${retry[2]}`));
+        out.push(h("li.attempt-separator", { testid: "attempt-separator", dataset: { kind: "delivery" } },
+          `Trying again: delivery ${Number(retry[1]) + 1} of ${retry[2]}`));
       }
     }
   });
