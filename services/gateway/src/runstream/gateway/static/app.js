@@ -746,6 +746,7 @@ function renderSession() {
     "aria-labelledby": "run-title" });
   shell.runToggle = h("button.btn.btn-small.run-toggle", { type: "button", testid: "run-toggle",
     "aria-controls": "run-view", onclick: () => setRunOpen(!state.runOpen) }, "Run details");
+  const draft = shell.question ? shell.question.value : "";  // a reset keeps the draft
   shell.question = null;
   shell.main.replaceChildren(
     h("div.session-header", {},
@@ -757,6 +758,7 @@ function renderSession() {
       h("div.chat", {}, shell.messages, shell.notice, shell.composer),
       shell.run));
   buildComposer();
+  shell.question.value = draft;
   renderMessages();
   renderRun();
   renderComposer();
