@@ -1,12 +1,17 @@
 """The web UI in a real browser: a whole stack in process, Chromium driven from Node.
 
-The scenario (tests/browser/ui.spec.mjs): sign in, create a session, upload a CSV, ask,
-see steps live, reload mid-analysis and get the earlier logs back, see the interpretation,
-the table and the chart; ask for revenue by region and product and see grouped bars with a
-legend and numbers in their display form; ask for the total and see a big-number card;
-then see the unread dot of another session that finished in the background. Screenshots
-go to test-artifacts/.
-Skipped, loudly, when Node or Chromium is missing and cannot be installed.
+The scenario (tests/browser/ui.spec.mjs), every main state audited with axe-core (no
+serious or critical violation allowed) and saved to test-artifacts/: the empty session
+(columns with types, three example questions, one asked by keyboard); an analysis running
+in the run view (timeline, progress, live-region announcement, composer locked), a reload
+mid-analysis that loses no log line; the completed answer (interpretation, table, chart,
+SQL copied, Download CSV, no Retry); a second reload mid-query whose ETA is seconds and
+steady; grouped bars brought into view; a big-number card; a refusal said once with its
+examples; an analysis started by "another tab" that locks the composer, cancelled (the
+composer is free at once, no stale banner, focus on Retry), then retried (attempt
+separators); a browser notification, the unread dot and the title's count for a session
+finishing in the background; the phone layout with the run panel opened and closed by
+keyboard. Skipped, loudly, when Node or Chromium is missing and cannot be installed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -27,8 +33,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SPEC = HERE / "ui.spec.mjs"
 ARTIFACTS = ROOT / "test-artifacts"
-SCREENSHOT = ARTIFACTS / "ui-finished.png"
-SCREENSHOTS = [SCREENSHOT, ARTIFACTS / "ui-two-dimensions.png", ARTIFACTS / "ui-number-card.png"]
+SCREENSHOTS = [ARTIFACTS / f"ui-{name}.png" for name in (
+    "empty", "running", "finished", "two-dimensions", "number-card", "failed", "cancelled",
+    "retried", "mobile", "mobile-run")]
+AXE_STATES = ("empty", "running", "completed", "failed", "cancelled", "mobile", "mobile-run")
+NODE_PACKAGES = ("playwright-core", "axe-core")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Extra time the sandboxed query takes, so that "reload mid-analysis" is not a race.
 EXECUTION_DELAY_S = 3.0
@@ -84,8 +93,8 @@ def _ensure_chromium() -> None:
 
 
 def _ensure_node_modules(node: str) -> None:
-    """playwright-core from the committed lock file (it never downloads a browser)."""
-    if (HERE / "node_modules" / "playwright-core" / "package.json").exists():
+    """playwright-core and axe-core from the committed lock file (no browser download)."""
+    if all((HERE / "node_modules" / p / "package.json").exists() for p in NODE_PACKAGES):
         return
     npm = shutil.which("npm")
     if npm is None:
@@ -123,14 +132,17 @@ def _slow_down_execution(monkeypatch: pytest.MonkeyPatch, seconds: float) -> boo
     async def slowed(*args: Any, **kwargs: Any) -> Any:
         result = await original(*args, **kwargs)
         await asyncio.sleep(seconds)
-        return result
+        # The query "took" that long: its duration feeds the step's mean, so the ETAs the UI
+        # shows for later queries expect it.
+        return msgspec.structs.replace(
+            result, duration_ms=result.duration_ms + round(seconds * 1000))
 
     monkeypatch.setattr(worker, "run_sandboxed", slowed)
     return True
 
 
 @pytest.mark.timeout(SPEC_TIMEOUT_S + 60)
-async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the_background(
+async def test_the_ui_shows_each_analysis_live_across_reloads_by_keyboard_and_passes_axe(
     stack_factory: Any,
     browser_tools: str,
     tmp_path: Path,
@@ -142,8 +154,8 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
     csv_path.write_text(text)
     assert not float(total).is_integer(), "the card's two decimals are part of the check"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for shot in SCREENSHOTS:
-        shot.unlink(missing_ok=True)
+    for old in [*SCREENSHOTS, *(ARTIFACTS / f"axe-{s}.json" for s in AXE_STATES)]:
+        old.unlink(missing_ok=True)
 
     async with stack_factory(workers=True) as stack:
         env = {
@@ -151,7 +163,7 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
             "RUNSTREAM_URL": stack.url,
             "RUNSTREAM_TOKEN": stack.token("alice"),
             "RUNSTREAM_CSV": str(csv_path),
-            "RUNSTREAM_SCREENSHOT": str(SCREENSHOT),
+            "RUNSTREAM_ARTIFACTS": str(ARTIFACTS),
             "RUNSTREAM_EXPECT_TOTAL": f"{total:,.2f}",
             "RUNSTREAM_REQUIRE_MID_ANALYSIS": "1" if slowed else "0",
             "CHROMIUM": CHROMIUM,
@@ -178,3 +190,7 @@ async def test_the_ui_shows_an_analysis_live_across_a_reload_and_notifies_in_the
     for shot in SCREENSHOTS:
         assert shot.exists() and shot.stat().st_size > 0, shot
         print(f"screenshot: {shot}")
+    for state in AXE_STATES:
+        report = ARTIFACTS / f"axe-{state}.json"
+        assert report.exists(), report
+        print(f"axe {state}: {report}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -39,6 +40,27 @@ async def test_a_submit_answers_at_once_and_the_message_is_readable_right_after(
         assert status["is_analyzing"] is True and status["message_id"] == body["message_id"]
         history = (await c.get(f"/api/sessions/{sid}/messages")).json()["messages"]
         assert [h["role"] for h in history] == ["user", "assistant"]
+
+
+async def test_the_page_refresh_call_carries_what_a_steady_eta_needs(stack, database_url):
+    """The gateway's clock and the running mean of each step: with a step row's
+    `started_at`, a page that reloads mid-step finds the same time left as before."""
+    async with stack.client() as c:
+        sid = await new_session(c)
+        before = datetime.now(UTC)
+        status = (await c.get(f"/api/sessions/{sid}/analysis-status")).json()
+        after = datetime.now(UTC)
+        assert before <= datetime.fromisoformat(status["server_time"]) <= after
+        assert isinstance(status["step_estimates"], dict)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO runstream.step_durations (step, count, mean_ms)"
+                " VALUES ('execute', 2, 3210.4)")
+        finally:
+            await conn.close()
+        status = (await c.get(f"/api/sessions/{sid}/analysis-status")).json()
+        assert status["step_estimates"]["execute"] == 3210
 
 
 async def test_two_gateways_and_200_concurrent_submits_have_exactly_one_winner(stack_factory):

@@ -162,6 +162,20 @@ async def test_analysis_status_names_the_active_message_or_else_the_latest(
     assert await read_models.analysis_status("unknown") is None
 
 
+async def test_analysis_status_carries_the_mean_duration_of_every_step(
+    pool: asyncpg.Pool, read_models: ReadModels
+) -> None:
+    async with pool.acquire() as conn:
+        await rows.session(conn, "s1")
+    status = await read_models.analysis_status("s1")
+    assert status is not None and status["step_estimates"] == {}
+    await rows.insert(pool, "step_durations", step="plan", count=3, mean_ms=1234.6)
+    await rows.insert(pool, "step_durations", step="execute", count=1, mean_ms=3100.2)
+    status = await read_models.analysis_status("s1")
+    assert status is not None
+    assert status["step_estimates"] == {"execute": 3100, "plan": 1235}
+
+
 async def test_charts_of_a_message_list_active_tasks_apart(
     pool: asyncpg.Pool, read_models: ReadModels
 ) -> None:

@@ -206,8 +206,10 @@ class ReadModels:
 
     async def analysis_status(self, session_id: str) -> dict[str, Any] | None:
         """The page-refresh call: {session_id, is_analyzing, message_id, status, logs, steps,
-        lock, as_of_seq}. The message is the active one while analyzing, else the latest
-        analysis of the session (None in a session that never ran one)."""
+        lock, step_estimates, as_of_seq}. The message is the active one while analyzing,
+        else the latest analysis of the session (None in a session that never ran one).
+        `step_estimates` is the running mean duration of each step (ms), the basis of an
+        ETA that does not depend on when the page was opened."""
         async with self._snapshot() as conn:
             as_of = await self._as_of(conn)
             session = await conn.fetchrow(
@@ -242,6 +244,7 @@ class ReadModels:
             if message is not None:
                 details = await self._message_details(conn, message["message_id"])
                 logs, steps = details["logs"], details["steps"]
+            estimates = await conn.fetch("SELECT step, mean_ms FROM step_durations ORDER BY step")
         return {
             "session_id": session_id,
             "is_analyzing": is_analyzing,
@@ -250,6 +253,7 @@ class ReadModels:
             "logs": logs,
             "steps": steps,
             "lock": dict(lock) if lock else None,
+            "step_estimates": {r["step"]: max(0, round(r["mean_ms"])) for r in estimates},
             "as_of_seq": as_of,
         }
 

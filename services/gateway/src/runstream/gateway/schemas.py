@@ -281,6 +281,12 @@ class AnalysisStatus(msgspec.Struct, kw_only=True):
     logs: list[Log]
     steps: list[Step]
     lock: LockInfo | None = None
+    # What a steady ETA needs (docs/ui.md): the running mean duration of each step (ms), and
+    # the gateway's clock when it answered, so that a page measures a running step's elapsed
+    # time against the clock its `started_at` came from, not its own.
+    step_estimates: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=dict)
+    server_time: datetime
     as_of_seq: Seq
 
 

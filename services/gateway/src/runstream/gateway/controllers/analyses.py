@@ -12,6 +12,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, QueryParameter
 
+from runstream.contracts import utcnow
 from runstream.gateway.dependencies import (
     CommandsDep,
     GatewayDep,
@@ -96,7 +97,7 @@ class AnalysisController(Controller):
         status = await models.analysis_status(session_id)
         if status is None:  # a session row is never deleted; be exact all the same
             raise ApiError(404, "not_found", f"session {session_id} not found")
-        return load(AnalysisStatus, status)
+        return load(AnalysisStatus, {**status, "server_time": utcnow()})
 
     @get("/sessions/{session_id:str}/messages", operation_class=ApiOperation,
          responses=errors(*READ))

@@ -1,28 +1,31 @@
-// Runstream web UI: sessions, live analyses, results and charts.
+// Runstream web UI: sessions, live analyses, the run view, results and charts.
 //
 // State is loaded from read-model snapshots (each with `as_of_seq`) and kept current by
 // the session's SSE stream opened at `after_seq=as_of_seq`: exactly what the snapshot
 // lacks, no gap, no duplicate. A frame older than a message's own snapshot is skipped.
 
 import { api, auth, devToken, setUnauthorizedHandler } from "./api.js";
-import { fmtBytes, fmtCell, fmtDuration, fmtRelative, fmtTime, h, safeSvg } from "./dom.js";
+import { fmtBytes, fmtCell, fmtRelative, fmtTime, h, safeSvg } from "./dom.js";
+import { learn, serverNow } from "./eta.js";
+import { exampleQuestions, typeLabel } from "./examples.js";
 import { LiveStream } from "./live.js";
+import { announce, liveRegion, notifications, notifySettled, setTitle } from "./notify.js";
+import {
+  RETRYABLE, TERMINAL, fillLogs, progressLine, renderCurrent, renderLogBox, renderRunHead,
+  renderSql, renderTimeline, statusLabel, stepTitle,
+} from "./run.js";
 
-const TERMINAL = new Set(["completed", "failed", "cancelled", "expired"]);
-const STEP_TITLES = {
-  context: "Reading the session and the dataset",
-  plan: "Planning the query",
-  script: "Writing the script",
-  execute: "Running the query",
-  chart: "Drawing the chart",
-};
 const POLL_MS = 5000;
 const MAX_TABLE_ROWS = 200;
+const NARROW = window.matchMedia("(max-width: 1099px)");
+const REDUCED_MOTION = window.matchMedia("(prefers-reduced-motion: reduce)");
+const LOCKED_REASON = "An analysis is running in this session. You can ask again when it "
+  + "finishes, or cancel it.";
 
 const state = {
   sessions: [],
   sid: null,
-  view: null,          // the open session: {sid, order, messages: Map, datasets, asOf}
+  view: null,          // the open session: {sid, order, messages: Map, datasets, asOf, selected}
   sessionStream: null,
   ownerStream: null,
   ownerState: "connecting",
@@ -31,6 +34,7 @@ const state = {
   uploading: false,
   sending: false,
   signingIn: false,
+  runOpen: false,      // the run view on a narrow screen (always shown on a wide one)
 };
 
 const app = document.getElementById("app");
@@ -40,10 +44,11 @@ const app = document.getElementById("app");
 
 async function showSignIn(error = "") {
   closeStreams();
+  setTitle(0);
   const offered = await devToken();
   const input = h("textarea.token-input", {
     testid: "token-input", rows: 4, spellcheck: false, autocomplete: "off",
-    placeholder: "Paste an access token (runstream token <owner>)",
+    placeholder: "Paste an access token (runstream token --sub <owner>)",
   });
   input.value = offered;
   const message = h("p.form-error", { testid: "signin-error", role: "alert" }, error);
@@ -68,14 +73,14 @@ async function showSignIn(error = "") {
   };
   app.replaceChildren(h("main.signin", { testid: "signin" },
     h("form.signin-card", { onsubmit: submit },
-      h("div.brand.brand-lg", {}, h("span.brand-mark", {}), "Runstream"),
+      h("h1.brand.brand-lg", {}, h("span.brand-mark", { "aria-hidden": "true" }), "Runstream"),
       h("p.muted", {}, "Ask questions about your data and watch every step of the analysis live."),
       h("label.field-label", { for: "token" }, "Access token"),
       Object.assign(input, { id: "token" }),
       offered
         ? h("p.hint", { testid: "dev-token-hint" },
           "The development token from runstream up is filled in for you.")
-        : h("p.hint", {}, "Get one with ", h("code", {}, "runstream token <owner>"), "."),
+        : h("p.hint", {}, "Get one with ", h("code", {}, "runstream token --sub <owner>"), "."),
       message,
       h("button.btn.btn-primary.btn-block", { type: "submit", testid: "signin-submit" },
         "Sign in"),
@@ -108,20 +113,30 @@ const shell = {};
 function renderShell() {
   shell.conn = h("div.conn", { testid: "connection", role: "status" });
   shell.sessions = h("ul.session-list", { testid: "session-list" });
-  shell.main = h("section.main", { testid: "main" });
+  shell.main = h("main.main", { testid: "main", id: "main" });
+  shell.notify = h("button.btn.btn-ghost", { type: "button", testid: "notify-toggle",
+    onclick: toggleNotifications });
   app.replaceChildren(h("div.layout", {},
+    h("a.skip-link", { href: "#main", onclick: (ev) => {
+      ev.preventDefault();
+      (shell.question || shell.main).focus();
+    } }, "Skip to the conversation"),
     h("header.topbar", {},
-      h("div.brand", {}, h("span.brand-mark", {}), "Runstream"),
+      h("div.brand", {}, h("span.brand-mark", { "aria-hidden": "true" }), "Runstream"),
       h("div.topbar-right", {},
         shell.conn,
-        h("button.btn.btn-ghost", { testid: "sign-out", onclick: signOut }, "Sign out"))),
-    h("aside.sidebar", {},
-      h("button.btn.btn-primary.btn-block", { testid: "new-session", onclick: newSession },
-        "+ New session"),
-      h("div.sidebar-title", {}, "Sessions"),
+        shell.notify,
+        h("button.btn.btn-ghost", { type: "button", testid: "sign-out", onclick: signOut },
+          "Sign out"))),
+    h("nav.sidebar", { "aria-label": "Sessions" },
+      h("button.btn.btn-primary.btn-block", { type: "button", testid: "new-session",
+        onclick: newSession }, "+ New session"),
+      h("h2.sidebar-title", {}, "Sessions"),
       shell.sessions),
-    shell.main));
+    shell.main,
+    liveRegion()));
   renderConnection();
+  renderNotifyToggle();
 }
 
 async function start() {
@@ -131,6 +146,63 @@ async function start() {
   window.onhashchange = route;
   await route();
 }
+
+// ---------------------------------------------------------------------------------------
+// Notifications and the tab title
+
+function renderNotifyToggle() {
+  const b = shell.notify;
+  if (!b) return;
+  const p = notifications.permission;
+  b.hidden = p === "unsupported";
+  b.disabled = p === "denied";
+  b.dataset.state = notifications.on ? "on" : p === "denied" ? "blocked" : "off";
+  b.setAttribute("aria-pressed", String(notifications.on));
+  b.textContent = notifications.on ? "Notifications on" : p === "denied"
+    ? "Notifications blocked" : "Notify me";
+  b.title = notifications.on
+    ? "You are told when an analysis finishes out of sight. Press to stop."
+    : p === "denied" ? "Notifications are blocked in this browser's site settings"
+      : "Be told when an analysis finishes while you look elsewhere";
+}
+
+async function toggleNotifications() {
+  if (notifications.on) notifications.disable();
+  else await notifications.enable();
+  renderNotifyToggle();
+  announce(notifications.on ? "Notifications on" : "Notifications off");
+}
+
+function unreadCount() {
+  const here = document.visibilityState === "visible" ? state.sid : null;
+  return state.sessions.filter((s) => s.has_notification && s.session_id !== here).length;
+}
+
+function renderTitle() {
+  const s = state.sessions.find((x) => x.session_id === state.sid);
+  setTitle(unreadCount(), s ? sessionTitle(s) : "");
+}
+
+// An analysis settled somewhere: a notification when it is not on screen.
+async function onOwnerSettled(ev) {
+  const onScreen = ev.session_id === state.sid && document.visibilityState === "visible";
+  if (onScreen || !notifications.on) return;
+  const s = state.sessions.find((x) => x.session_id === ev.session_id);
+  let question = "";
+  try {
+    question = (await api.message(ev.message_id)).question || "";
+  } catch { /* the title alone will do */ }
+  notifySettled({ messageId: ev.message_id, status: ev.status,
+    title: s ? sessionTitle(s) : "", question,
+    onClick: () => { location.hash = `#/s/${ev.session_id}`; } });
+}
+
+document.addEventListener("visibilitychange", () => {
+  renderTitle();
+  if (document.visibilityState !== "visible" || !state.sid) return;
+  const s = state.sessions.find((x) => x.session_id === state.sid);
+  if (s && s.has_notification) markRead(state.sid);
+});
 
 // ---------------------------------------------------------------------------------------
 // Sessions sidebar
@@ -157,10 +229,13 @@ function sessionTitle(s) {
 
 function renderSessions() {
   if (!shell.sessions) return;
+  renderTitle();
   if (!state.sessions.length) {
     shell.sessions.replaceChildren(h("li.empty-hint", {}, "No sessions yet."));
     return;
   }
+  const focused = document.activeElement && shell.sessions.contains(document.activeElement)
+    ? document.activeElement.dataset.sessionId : null;
   shell.sessions.replaceChildren(...state.sessions.map((s) => {
     const current = s.session_id === state.sid;
     const analyzing = s.status === "analyzing";
@@ -176,10 +251,15 @@ function renderSessions() {
       h("span.session-main", {},
         h("span.session-title", {}, sessionTitle(s)),
         h("span.session-meta", {}, analyzing ? "Analyzing…" : fmtRelative(s.last_activity_at))),
-      analyzing ? h("span.analyzing-marker", { testid: "analyzing-marker", title: "Analyzing" })
-        : null,
-      unread ? h("span.unread-dot", { testid: "unread-dot", title: "New results" }) : null));
+      analyzing ? h("span.analyzing-marker", { testid: "analyzing-marker", title: "Analyzing",
+        "aria-hidden": "true" }) : null,
+      unread ? h("span.unread-dot", { testid: "unread-dot", title: "New results" },
+        h("span.visually-hidden", {}, "new results")) : null));
   }));
+  if (focused) {
+    const el = shell.sessions.querySelector(`[data-session-id="${CSS.escape(focused)}"]`);
+    if (el) el.focus();
+  }
 }
 
 async function newSession() {
@@ -197,7 +277,10 @@ async function newSession() {
 function openOwnerStream() {
   if (state.ownerStream) state.ownerStream.close();
   state.ownerStream = new LiveStream("/api/events", {
-    onFrame: () => refreshSessionsSoon(),
+    onFrame: (type, data) => {
+      if (type === "analysis_settled") onOwnerSettled(data);
+      refreshSessionsSoon();
+    },
     onReset: () => refreshSessionsSoon(),
     onState: (s) => {
       state.ownerState = s;
@@ -240,7 +323,7 @@ function renderConnection() {
   const label = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…",
     offline: "Offline" }[s] || s;
   shell.conn.dataset.state = s;
-  shell.conn.replaceChildren(h("span.conn-dot", {}), label);
+  shell.conn.replaceChildren(h("span.conn-dot", { "aria-hidden": "true" }), label);
   shell.conn.title = s === "live" ? "Receiving live updates"
     : s === "offline" ? "No connection to the gateway; retrying" : "Reconnecting to the stream";
 }
@@ -270,9 +353,9 @@ async function route() {
 
 function renderEmpty() {
   shell.main.replaceChildren(h("div.empty", { testid: "empty-state" },
-    h("h2", {}, "Start an analysis"),
+    h("h1", {}, "Start an analysis"),
     h("p.muted", {}, "Create a session, upload a CSV or Parquet file and ask a question about it."),
-    h("button.btn.btn-primary", { onclick: newSession }, "+ New session")));
+    h("button.btn.btn-primary", { type: "button", onclick: newSession }, "+ New session")));
 }
 
 function closeSession() {
@@ -280,6 +363,8 @@ function closeSession() {
   state.sessionStream = null;
   state.sid = null;
   state.view = null;
+  state.runOpen = false;
+  shell.question = null;
   renderConnection();
 }
 
@@ -298,7 +383,7 @@ async function openSession(sid) {
   } catch (err) {
     if (state.sid !== sid) return;
     shell.main.replaceChildren(h("div.empty", { testid: "session-error" },
-      h("h2", {}, err.status === 404 ? "Session not found" : "Could not load the session"),
+      h("h1", {}, err.status === 404 ? "Session not found" : "Could not load the session"),
       h("p.muted", {}, err.message)));
     return;
   }
@@ -313,8 +398,9 @@ async function loadSnapshot(sid) {
   const [listing, status, datasets] = await Promise.all([
     api.messages(sid), api.analysisStatus(sid), api.datasets(sid).catch(() => ({ datasets: [] })),
   ]);
+  learn(status);
   const view = { sid, order: [], messages: new Map(), datasets: datasets.datasets || [],
-    asOf: listing.as_of_seq };
+    asOf: listing.as_of_seq, selected: null, ui: new Map() };
   for (const m of listing.messages || []) {
     view.order.push(m.message_id);
     view.messages.set(m.message_id, { ...m, steps: [], logs: [], asOf: listing.as_of_seq,
@@ -326,6 +412,7 @@ async function loadSnapshot(sid) {
     // Its steps and logs are as of the status snapshot: frames after it fill the rest.
     Object.assign(active, { status: status.status || active.status, steps: status.steps || [],
       logs: status.logs || [], asOf: status.as_of_seq, detailed: true });
+    view.selected = active.message_id;
   }
   view.asOf = Math.min(listing.as_of_seq, status.as_of_seq);
   // Details (steps, logs, charts) of the other analyses, newest first, a few at a time.
@@ -341,6 +428,13 @@ function mergeDetail(view, detail) {
   if (!m) return;
   if (m.detailed && detail.as_of_seq < m.asOf) return;  // older than what we show
   Object.assign(m, detail, { asOf: Math.max(m.asOf || 0, detail.as_of_seq), detailed: true });
+}
+
+// The clock and the step means again (a new analysis is about to need them).
+async function refreshEstimates(sid) {
+  try {
+    learn(await api.analysisStatus(sid));
+  } catch { /* the ones we have will do */ }
 }
 
 function openSessionStream(afterSeq) {
@@ -386,16 +480,17 @@ function applyFrame(type, ev, seq) {
   if (!view) return;
   view.lastSeq = seq;
   if (type === "analysis_requested") {
-    addAnalysis(view, ev.message_id, ev.user_message_id, ev.question, ev.at, seq);
+    addAnalysis(view, ev.message_id, ev.user_message_id, ev.question, ev.at, seq, ev.retry_of);
     refreshSessionsSoon();
     return;
   }
   if (type === "dataset_attached") {
     if (!view.datasets.some((d) => d.dataset_id === ev.dataset_id)) {
       view.datasets.push({ dataset_id: ev.dataset_id, name: ev.name, format: ev.format,
-        row_count: ev.row_count, size_bytes: ev.size_bytes, columns: ev.columns });
+        row_count: ev.row_count, size_bytes: ev.size_bytes, columns: ev.columns,
+        sample_rows: ev.sample_rows || [] });
       renderComposer();
-      if (!view.order.length) renderMessages();  // the empty-state hint mentions the data
+      if (!view.order.length) renderMessages();  // the empty state shows the columns
     }
     return;
   }
@@ -419,9 +514,13 @@ function applyFrame(type, ev, seq) {
     case "step_started": {
       const s = step(ev.step);
       Object.assign(s, { idx: ev.index, total: ev.total, status: "running", progress: 0,
-        eta_ms: ev.eta_ms, started_at: ev.at, ended_at: null, error: null, attempt: ev.attempt });
+        expected_ms: ev.eta_ms ?? null, started_at: ev.at, ended_at: null, error: null,
+        attempt: ev.attempt });
       m.steps.sort((a, b) => (a.idx || 0) - (b.idx || 0));
-      if (!TERMINAL.has(m.status)) m.status = "running";
+      if (!TERMINAL.has(m.status)) {
+        m.status = "running";
+        announce(`${stepTitle(ev.step)}: step ${ev.index} of ${ev.total}`);
+      }
       break;
     }
     case "step_progressed":
@@ -434,7 +533,7 @@ function applyFrame(type, ev, seq) {
       break;
     case "step_failed":
       Object.assign(step(ev.step), { status: "failed", error: ev.error, error_code: ev.code,
-        ended_at: ev.at });
+        ended_at: ev.at, duration_ms: ev.duration_ms });
       break;
     case "log_appended":
       if (!m.logs.some((l) => l.seq === seq)) {
@@ -465,6 +564,7 @@ function applyFrame(type, ev, seq) {
       if (drawn && !m.charts.some((c) => c.chart_id === ev.chart_id)) {
         m.charts.push({ chart_id: ev.chart_id, kind: ev.kind, title: ev.title, svg: ev.svg,
           spec: ev.spec });
+        if (ev.svg) m.revealChart = true;  // brought into view once drawn
       }
       break;
     }
@@ -472,21 +572,35 @@ function applyFrame(type, ev, seq) {
     case "chart_cancelled":
       m.chartTask = null;
       break;
-    case "analysis_settled":
+    case "analysis_settled": {
+      const was = m.status;
       m.status = ev.status;
       if (ev.error) m.error = ev.error;
       if (ev.summary) m.summary = ev.summary;
-      for (const s of m.steps) if (s.status === "running") s.status = ev.status === "completed"
-        ? "completed" : "failed";
+      for (const s of m.steps) {
+        if (s.status === "running") {
+          Object.assign(s, { status: ev.status === "completed" ? "completed" : "cancelled",
+            ended_at: s.ended_at || ev.at });
+        }
+      }
+      if (!TERMINAL.has(was)) announceSettled(m);
       settle(m, seq);
       break;
+    }
     default:
       return;
   }
-  renderMessageSoon(mid);
+  if (type === "log_appended" || type === "step_progressed") renderRunSoon(mid);
+  else renderMessageSoon(mid);
 }
 
-function addAnalysis(view, mid, umid, question, at, seq) {
+function announceSettled(m) {
+  const free = activeAnalysis(state.view) ? "" : " You can ask a new question.";
+  announce(`Analysis ${statusLabel(m.status).toLowerCase()}.${free}`);
+}
+
+function addAnalysis(view, mid, umid, question, at, seq, retryOf = null) {
+  let added = false;
   if (!view.messages.has(umid)) {
     view.order.push(umid);
     view.messages.set(umid, { message_id: umid, role: "user", content: question,
@@ -495,9 +609,18 @@ function addAnalysis(view, mid, umid, question, at, seq) {
   if (!view.messages.has(mid)) {
     view.order.push(mid);
     view.messages.set(mid, { message_id: mid, role: "assistant", question, status: "pending",
-      created_at: at, steps: [], logs: [], charts: [], asOf: seq, detailed: true });
+      created_at: at, steps: [], logs: [], charts: [], asOf: seq, detailed: true,
+      retry_of: retryOf });
+    view.selected = mid;  // the run view follows the newest analysis
+    added = true;
+    refreshEstimates(view.sid);
   }
-  renderMessages();
+  if (added) {
+    renderMessages();
+    renderRun();
+    renderComposer();
+    renderNotice();
+  }
 }
 
 // After the terminal frame, take the settled message from the read model (it may lag a
@@ -523,10 +646,21 @@ async function settle(m, seq) {
   }
 }
 
+/** The analysis holding the session's lock, as this page knows it. */
+function activeAnalysis(view) {
+  if (!view) return null;
+  for (const id of view.order) {
+    const m = view.messages.get(id);
+    if (m && m.role === "assistant" && !TERMINAL.has(m.status)) return m;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------
 // Rendering the session
 
-const dirty = new Set();
+const dirty = new Set();      // cards to rebuild (and their run view)
+const dirtyRun = new Set();   // run views only (a log line, a progress tick)
 let flushTimer = null;
 
 function renderMessageSoon(mid) {
@@ -534,34 +668,102 @@ function renderMessageSoon(mid) {
   if (!flushTimer) flushTimer = setTimeout(flushMessages, 16);
 }
 
+function renderRunSoon(mid) {
+  dirtyRun.add(mid);
+  if (!flushTimer) flushTimer = setTimeout(flushMessages, 16);
+}
+
+/** Replace `old` by `neu`, keeping the keyboard focus on the same control. */
+function swapKeepingFocus(old, neu) {
+  const active = document.activeElement;
+  const key = active && old.contains(active) ? active.closest("[data-fk]")?.dataset.fk : null;
+  old.replaceWith(neu);
+  if (!key) return;
+  (findFocusable(neu, key) || neu).focus({ preventScroll: true });
+}
+
+// The control with this key, or the one that took its place (Retry for a Cancel).
+function findFocusable(root, key) {
+  const k = CSS.escape(key);
+  return root.querySelector(`[data-fk="${k}"]:not([disabled]), [data-fk-alt="${k}"]:not([disabled])`);
+}
+
 function flushMessages() {
   flushTimer = null;
   const view = state.view;
-  if (!view) return dirty.clear();
+  if (!view) {
+    dirtyRun.clear();
+    return dirty.clear();
+  }
+  let reveal = null;
   for (const mid of dirty) {
     const m = view.messages.get(mid);
-    const old = shell.main.querySelector(`[data-message-id="${CSS.escape(mid)}"]`);
-    if (m && old) old.replaceWith(renderMessage(m));
+    const old = shell.messages && shell.messages.querySelector(
+      `[data-message-id="${CSS.escape(mid)}"]`);
+    if (m && old) {
+      swapKeepingFocus(old, renderMessage(m));
+      if (m.revealChart) {
+        m.revealChart = false;
+        reveal = mid;
+      }
+    }
   }
+  const runDirty = view.selected && (dirty.has(view.selected) || dirtyRun.has(view.selected));
   dirty.clear();
+  dirtyRun.clear();
+  if (runDirty) updateRun();
   renderComposer();
-  scrollToBottomIfNear();
+  renderNotice();
+  if (reveal) revealChart(reveal);
+  else scrollToBottomIfNear();
+}
+
+// A chart that arrives is brought into view, unless the reader is elsewhere in the list.
+function revealChart(mid) {
+  const card = shell.messages.querySelector(`[data-message-id="${CSS.escape(mid)}"]`);
+  const chart = card && card.querySelector("[data-testid=chart]");
+  if (!chart) return;
+  const box = shell.messages.getBoundingClientRect();
+  const c = card.getBoundingClientRect();
+  const cardOnScreen = c.bottom > box.top && c.top < box.bottom;
+  if (!cardOnScreen && !isLastAnalysis(mid)) return;
+  chart.scrollIntoView({ block: "nearest", behavior: REDUCED_MOTION.matches ? "auto" : "smooth" });
+}
+
+function isLastAnalysis(mid) {
+  const view = state.view;
+  const last = [...view.order].reverse().find((id) => view.messages.get(id)?.role === "assistant");
+  return last === mid;
 }
 
 function renderSession() {
   const view = state.view;
   const s = state.sessions.find((x) => x.session_id === view.sid);
-  shell.messages = h("div.messages", { testid: "messages" });
+  shell.messages = h("section.messages", { testid: "messages", "aria-label": "Conversation" });
   shell.composer = h("div.composer-wrap");
   shell.notice = h("div.notice-slot");
+  shell.run = h("aside.run-view", { testid: "run-view", id: "run-view",
+    "aria-labelledby": "run-title" });
+  shell.runToggle = h("button.btn.btn-small.run-toggle", { type: "button", testid: "run-toggle",
+    "aria-controls": "run-view", onclick: () => setRunOpen(!state.runOpen) }, "Run details");
+  const draft = shell.question ? shell.question.value : "";  // a reset keeps the draft
+  shell.question = null;
   shell.main.replaceChildren(
     h("div.session-header", {},
       h("h1.session-heading", { testid: "session-title" }, s ? sessionTitle(s) : "Session"),
-      h("span.muted.small", { testid: "session-id" }, view.sid)),
-    shell.messages, shell.notice, shell.composer);
+      h("span.muted.small.session-id", { testid: "session-id" }, view.sid),
+      h("span.spacer"),
+      shell.runToggle),
+    h("div.session-body", {},
+      h("div.chat", {}, shell.messages, shell.notice, shell.composer),
+      shell.run));
+  buildComposer();
+  shell.question.value = draft;
   renderMessages();
+  renderRun();
   renderComposer();
   renderNotice();
+  renderTitle();
   shell.messages.scrollTop = shell.messages.scrollHeight;
 }
 
@@ -569,13 +771,7 @@ function renderMessages() {
   const view = state.view;
   if (!view || !shell.messages) return;
   const items = view.order.map((id) => view.messages.get(id)).filter(Boolean).map(renderMessage);
-  if (!items.length) {
-    items.push(h("div.empty.empty-inline", { testid: "no-messages" },
-      h("h2", {}, "Ask your first question"),
-      h("p.muted", {}, view.datasets.length
-        ? "Your data is ready. Ask something like “average revenue by region”."
-        : "Upload a CSV or Parquet file below, then ask a question about it.")));
-  }
+  if (!items.length) items.push(renderFirstQuestion(view));
   shell.messages.replaceChildren(...items);
   scrollToBottomIfNear(true);
 }
@@ -588,6 +784,36 @@ function scrollToBottomIfNear(force = false) {
   }
 }
 
+// The empty session: the data's columns and questions that work on it.
+function renderFirstQuestion(view) {
+  const latest = view.datasets[view.datasets.length - 1];
+  if (!latest) {
+    return h("div.empty.empty-inline", { testid: "no-messages" },
+      h("h2", {}, "Ask your first question"),
+      h("p.muted", {}, "Upload a CSV or Parquet file below, then ask a question about it."));
+  }
+  const columns = latest.columns || [];
+  const examples = exampleQuestions(columns, latest.sample_rows || []);
+  return h("section.first-question", { testid: "no-messages", "aria-labelledby": "first-q" },
+    h("h2", { id: "first-q" }, "Ask your first question"),
+    h("p.muted", {}, `${latest.name} has ${latest.row_count ?? "?"} rows and `
+      + `${columns.length} column${columns.length === 1 ? "" : "s"}.`),
+    h("div.first-grid", {},
+      h("div", {},
+        h("h3.subhead", {}, "Try one of these"),
+        h("ul.examples", { testid: "examples" }, ...examples.map((q) => h("li", {},
+          h("button.btn.example", { type: "button", testid: "example-question",
+            dataset: { fk: `example:${q}` }, onclick: () => askQuestion(q) }, q))))),
+      h("div", {},
+        h("h3.subhead", { id: "columns-title" }, "Columns"),
+        h("table.columns-table", { testid: "dataset-columns", "aria-labelledby": "columns-title" },
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"),
+            h("th", { scope: "col" }, "Type"))),
+          h("tbody", {}, ...columns.map((c) => h("tr", { testid: "dataset-column" },
+            h("td", {}, h("code", {}, c.name)),
+            h("td", { title: c.type }, typeLabel(c.type)))))))));
+}
+
 function renderMessage(m) {
   if (m.role === "user") {
     return h("div.msg.msg-user", { testid: "user-message", dataset: { messageId: m.message_id } },
@@ -597,40 +823,51 @@ function renderMessage(m) {
   return renderAnalysis(m);
 }
 
-function statusLabel(status) {
-  return { pending: "Queued", running: "Running", completed: "Completed", failed: "Failed",
-    cancelled: "Cancelled", expired: "Expired" }[status] || status || "Queued";
-}
-
 function renderAnalysis(m) {
   const running = !TERMINAL.has(m.status);
-  const total = Math.max(m.steps.reduce((n, s) => Math.max(n, s.total || 0), 0), m.steps.length);
-  const done = m.steps.filter((s) => s.status === "completed").length;
+  const locked = Boolean(activeAnalysis(state.view));
+  const selected = state.view && state.view.selected === m.message_id;
   const card = h("article.analysis", {
-    testid: "analysis", dataset: { messageId: m.message_id, status: m.status || "pending" },
-    class: `status-${m.status || "pending"}`,
+    testid: "analysis", tabindex: "-1", "aria-label": `Analysis: ${m.question || ""}`,
+    dataset: { messageId: m.message_id, status: m.status || "pending",
+      selected: String(Boolean(selected)) },
+    class: `status-${m.status || "pending"}${selected ? " selected" : ""}`,
   });
+  const line = running ? progressLine(m) : "";
   card.append(h("header.analysis-head", {},
     h("span.badge", { testid: "analysis-status", class: `badge-${m.status || "pending"}` },
-      running && m.status !== "pending" ? h("span.spinner", {}) : null, statusLabel(m.status)),
-    total && running ? h("span.muted.small", {}, `Step ${Math.min(done + 1, total)} of ${total}`)
-      : null,
+      running && m.status !== "pending" ? h("span.spinner", { "aria-hidden": "true" }) : null,
+      statusLabel(m.status)),
+    line ? h("span.muted.small.card-progress", { testid: "card-progress" }, line) : null,
     h("span.spacer"),
-    running ? h("button.btn.btn-small", { testid: "cancel", onclick: () => cancel(m) }, "Cancel")
-      : null,
-    !running ? h("button.btn.btn-small", { testid: "retry", onclick: () => retry(m) }, "Retry")
-      : null));
+    h("button.btn.btn-small.btn-ghost", { type: "button", testid: "show-run",
+      dataset: { fk: `show-run:${m.message_id}` }, "aria-controls": "run-view",
+      "aria-pressed": String(Boolean(selected)), onclick: () => selectRun(m.message_id, true) },
+    "Run details"),
+    running ? h("button.btn.btn-small", { type: "button", testid: "cancel",
+      dataset: { fk: `cancel:${m.message_id}` }, onclick: () => cancel(m) }, "Cancel") : null,
+    RETRYABLE.has(m.status) ? h("button.btn.btn-small", { type: "button", testid: "retry",
+      dataset: { fk: `retry:${m.message_id}`, fkAlt: `cancel:${m.message_id}` },
+      disabled: locked || undefined,
+      title: locked ? "An analysis is running in this session" : null,
+      onclick: () => retry(m) }, "Retry") : null));
 
   if (m.status === "pending" && !m.steps.length) {
     card.append(h("p.muted.small.waiting", { testid: "waiting" }, "Waiting for a worker…"));
   }
-  if (m.steps.length) card.append(renderSteps(m, running));
-  if (m.error && m.status !== "completed") {
-    card.append(h("div.alert.alert-error", { testid: "analysis-error", role: "alert" },
-      m.error.message || String(m.error)));
-  } else if (m.status === "cancelled") {
+  if (running && m.steps.some((s) => s.status === "running")) {
+    const done = m.steps.filter((s) => s.status === "completed").length;
+    card.append(h("div.progress.progress-thin", { "aria-hidden": "true" },
+      h("div.progress-fill", { style: `width:${Math.round((done / 5) * 100)}%` })));
+  }
+  // The error is said once, here, in the answer (the run view marks the step failed).
+  if (m.error && m.status !== "completed") card.append(renderError(m));
+  else if (m.status === "cancelled") {
     card.append(h("div.alert", { testid: "analysis-cancelled" },
-      m.summary || "The analysis was cancelled."));
+      "The analysis was cancelled."));
+  } else if (m.status === "expired") {
+    card.append(h("div.alert.alert-error", { testid: "analysis-error" },
+      "The analysis stopped: it held the session longer than allowed."));
   }
   const sentence = interpretation(m);
   if (sentence && (m.result || m.status === "completed")) {
@@ -638,7 +875,7 @@ function renderAnalysis(m) {
   }
   // A one-number answer leads with its card; drawn charts follow the table.
   const charts = m.charts || [];
-  for (const chart of charts) if (chart.kind === "number") card.append(renderCards(chart));
+  for (const chart of charts) if (chart.kind === "number") card.append(renderCards(chart, m));
   if (m.result) card.append(renderResult(m));
   if (m.chartTask) {
     card.append(h("div.chart-pending.muted.small", { testid: "chart-progress" },
@@ -647,62 +884,30 @@ function renderAnalysis(m) {
   for (const chart of charts) {
     const svg = chart.kind !== "number" && chart.svg ? safeSvg(chart.svg) : null;
     if (!svg) continue;
+    svg.setAttribute("aria-hidden", "true");
     // The server-rendered chart carries its own title; keep it for screen readers too.
     card.append(h("figure.chart", { testid: "chart", dataset: { kind: chart.kind || "" },
       role: "img", "aria-label": chart.title || "chart" }, svg));
   }
-  if (m.logs && m.logs.length) card.append(renderLogs(m, running));
-  if (m.script && m.script.sql) {
-    card.append(h("details.script", {},
-      h("summary", {}, "SQL"), h("pre", {}, m.script.sql),
-      m.script.explanation ? h("p.muted.small", {}, m.script.explanation) : null));
-  }
   return card;
 }
 
-function renderSteps(m, running) {
-  return h("ol.steps", { testid: "steps" }, ...m.steps.map((s) => {
-    const progress = s.status === "completed" ? 100 : Math.max(0, Math.min(100, s.progress || 0));
-    let right = "";
-    if (s.status === "completed") right = fmtDuration(s.duration_ms);
-    else if (s.status === "running" && running) right = eta(s);
-    else if (s.status === "failed") right = "failed";
-    return h("li.step", { testid: "step", dataset: { step: s.step, status: s.status } },
-      h("span.step-icon", { class: `icon-${s.status}` }),
-      h("div.step-body", {},
-        h("div.step-line", {},
-          h("span.step-name", {}, STEP_TITLES[s.step] || s.step),
-          h("span.step-right", { testid: "step-eta" }, right)),
-        s.status === "running" && running
-          ? h("div.progress", { testid: "step-progress", role: "progressbar",
-            "aria-valuenow": String(Math.round(progress)), "aria-valuemin": "0",
-            "aria-valuemax": "100" }, h("div.progress-fill", { style: `width:${progress}%` }))
-          : null,
-        s.detail && s.status === "running" ? h("div.step-detail.muted.small", {}, s.detail) : null,
-        s.error ? h("div.step-detail.error-text.small", {}, s.error) : null));
-  }));
-}
+// A refusal names the questions that work on the table: offer them as buttons.
+const WORKS = /\s*Questions that work on this table: (.+?)\.?\s*$/s;
 
-function eta(s) {
-  if (!s.eta_ms) return s.progress ? `${Math.round(s.progress)}%` : "";
-  const started = Date.parse(s.started_at || "");
-  const elapsed = Number.isFinite(started) ? Date.now() - started : 0;
-  const left = s.eta_ms - elapsed;
-  return left > 500 ? `about ${fmtDuration(left)} left` : "finishing…";
-}
-
-function renderLogs(m, running) {
-  const list = h("ol.logs", { testid: "logs" }, ...m.logs.map((l) =>
-    h("li.log-line", { testid: "log-line", class: `log-${l.level || "info"}`,
-      dataset: { seq: String(l.seq) } },
-    l.at ? h("span.log-time", {}, fmtTime(l.at)) : null,
-    h("span.log-text", {}, l.text))));
-  const open = m.logsOpen ?? running;
-  const box = h("details.log-box", { open: open || undefined },
-    h("summary", { onclick: () => { m.logsOpen = !box.open; } }, `Log (${m.logs.length})`),
-    list);
-  if (running) queueMicrotask(() => { list.scrollTop = list.scrollHeight; });
-  return box;
+function renderError(m) {
+  const text = (m.error && (m.error.message || String(m.error))) || "The analysis failed.";
+  const found = WORKS.exec(text);
+  const examples = found ? [...found[1].matchAll(/'([^']+)'/g)].map((x) => x[1]) : [];
+  const main = examples.length ? text.slice(0, found.index) : text;
+  return h("div.alert.alert-error", { testid: "analysis-error", role: "alert" },
+    h("p.error-text-main", {}, main),
+    examples.length ? h("div.refusal-examples", {},
+      h("span.small", {}, "Questions that work on this table:"),
+      h("ul.examples.examples-inline", {}, ...examples.map((q) => h("li", {},
+        h("button.btn.btn-small.example", { type: "button", testid: "refusal-example",
+          dataset: { fk: `refusal:${m.message_id}:${q}` },
+          onclick: () => askQuestion(q) }, q))))) : null);
 }
 
 // The one sentence of what was computed: the result's copy, else the plan's.
@@ -714,10 +919,11 @@ const NUMERIC_FORMATS = new Set(["integer", "decimal", "percent"]);
 
 // A big-number card per measure of a one-row answer (chart kind "number"): the display
 // form computed by the server, so the card, the table and the CSV agree on the number.
-function renderCards(chart) {
+function renderCards(chart, m) {
   const spec = chart.spec || {};
   const context = (spec.context || []).map((c) => c.display).filter(Boolean).join(" · ");
-  return h("section.number-cards", { testid: "number-card", "aria-label": chart.title || "" },
+  return h("section.number-cards", { testid: "number-card",
+    "aria-label": `Answer: ${m.question || chart.title || ""}` },
     context ? h("div.number-context.muted.small", {}, context) : null,
     h("div.number-row", {}, ...(spec.cards || []).map((c) =>
       h("div.number-card", { class: c.primary ? "primary" : "", dataset: { column: c.column } },
@@ -740,11 +946,12 @@ function renderResult(m) {
     ? (display[i][j] ?? "—") : fmtCell(v))));
   const shown = rows.length;
   const count = r.row_count ?? (r.rows || []).length;
-  return h("section.result", { testid: "result" },
-    h("div.table-wrap", {},
+  return h("section.result", { testid: "result", "aria-label": `Result: ${m.question || ""}` },
+    h("div.table-wrap", { tabindex: "0", role: "region",
+      "aria-label": `Result table: ${m.question || ""}` },
       h("table.result-table", { testid: "result-table" },
         h("thead", {}, h("tr", {}, ...cols.map((c, i) =>
-          h("th", { class: numeric[i] ? "num" : "", title: c.type || "" }, c.name)))),
+          h("th", { scope: "col", class: numeric[i] ? "num" : "", title: c.type || "" }, c.name)))),
         h("tbody", {}, ...rows.map((row, i) => h("tr", {}, ...row.map((text, j) =>
           h("td", { class: numeric[j] ? "num" : "", title: display ? rawTitle(raw[i][j]) : null },
             text))))))),
@@ -753,8 +960,9 @@ function renderResult(m) {
         `${count} row${count === 1 ? "" : "s"}`,
         shown < count ? ` · showing ${shown}` : "",
         r.truncated ? " · truncated" : ""),
-      h("a.link", { href: "#", testid: "download-csv",
-        onclick: (ev) => { ev.preventDefault(); downloadCsv(m); } }, "Download CSV")));
+      h("button.btn.btn-small.btn-link", { type: "button", testid: "download-csv",
+        dataset: { fk: `csv:${m.message_id}` }, onclick: () => downloadCsv(m) },
+      "Download CSV")));
 }
 
 // The full-precision value, on hover, where the display form rounded it.
@@ -763,41 +971,237 @@ function rawTitle(value) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The run view
+
+function runUi(mid) {
+  const view = state.view;
+  if (!view.ui.has(mid)) {
+    view.ui.set(mid, { level: "all", follow: true, sqlOpen: false, scrollTop: 0, copied: false });
+  }
+  return view.ui.get(mid);
+}
+
+/** The earlier attempts of a retried analysis, oldest first. */
+function attemptsBefore(m) {
+  const view = state.view;
+  const chain = [];
+  let prev = m.retry_of && view.messages.get(m.retry_of);
+  while (prev && chain.length < 10) {
+    chain.unshift(prev);
+    prev = prev.retry_of && view.messages.get(prev.retry_of);
+  }
+  return chain;
+}
+
+function selectedAnalysis() {
+  const view = state.view;
+  if (!view) return null;
+  let m = view.selected && view.messages.get(view.selected);
+  if (!m) {
+    const last = [...view.order].reverse().map((id) => view.messages.get(id))
+      .find((x) => x && x.role === "assistant");
+    m = last || null;
+    view.selected = m ? m.message_id : null;
+  }
+  return m;
+}
+
+async function selectRun(mid, fromUser = false) {
+  const view = state.view;
+  if (!view) return;
+  const changed = view.selected !== mid;
+  view.selected = mid;
+  const m = view.messages.get(mid);
+  if (changed) {
+    renderRun();
+    for (const id of view.order) {
+      const x = view.messages.get(id);
+      if (x && x.role === "assistant") renderMessageSoon(id);
+    }
+  }
+  if (fromUser) {
+    if (NARROW.matches) setRunOpen(true);
+    else if (shell.runTitle) shell.runTitle.focus();
+  }
+  if (m && !m.detailed) {
+    try {
+      mergeDetail(view, await api.message(mid));
+      if (state.view === view) renderMessageSoon(mid);
+    } catch { /* shown as far as known */ }
+  }
+}
+
+function setRunOpen(open) {
+  state.runOpen = open;
+  if (!shell.run) return;
+  shell.run.classList.toggle("open", open);
+  shell.runToggle.setAttribute("aria-expanded", String(open));
+  if (NARROW.matches) {
+    if (open && shell.runTitle) shell.runTitle.focus();
+    else if (!open) shell.runToggle.focus();
+  }
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && state.runOpen && NARROW.matches) setRunOpen(false);
+});
+
+/** Build the run view for the selected analysis (on a change of selection). */
+function renderRun() {
+  if (!shell.run) return;
+  const m = selectedAnalysis();
+  if (!m) {
+    shell.runTitle = h("h2.run-title", { id: "run-title", tabindex: "-1" }, "Run");
+    shell.run.replaceChildren(h("div.run-empty", {}, shell.runTitle,
+      h("p.muted.small", {}, "Each step of an analysis shows here as it runs: a timeline, "
+        + "the time left, the SQL and the log.")));
+    shell.runParts = null;
+    return;
+  }
+  shell.run.dataset.messageId = m.message_id;
+  const ui = runUi(m.message_id);
+  const log = renderLogBox(ui, () => updateRun());
+  shell.runParts = { mid: m.message_id, head: h("div"), timeline: h("div"), current: h("div"),
+    sql: h("div"), sqlKey: null, log };
+  shell.run.replaceChildren(shell.runParts.head, shell.runParts.timeline, shell.runParts.current,
+    shell.runParts.sql, log.box);
+  shell.runToggle.setAttribute("aria-expanded", String(state.runOpen));
+  shell.run.classList.toggle("open", state.runOpen);
+  updateRun();
+}
+
+/** Bring the run view up to date with its analysis (every frame, and every second). */
+function updateRun() {
+  const parts = shell.runParts;
+  const m = selectedAnalysis();
+  if (!parts || !m || parts.mid !== m.message_id) return renderRun();
+  const running = !TERMINAL.has(m.status);
+  const chain = attemptsBefore(m);
+  const ui = runUi(m.message_id);
+  const locked = Boolean(activeAnalysis(state.view));
+  shell.run.dataset.status = m.status || "pending";
+  const head = renderRunHead(m, { chain, locked, closable: NARROW.matches,
+    actions: { cancel, retry, close: () => setRunOpen(false) } });
+  // Rebuilt only when a control changes; the time left is updated in place, so a focused
+  // Cancel is not re-announced every second.
+  const headKey = `${m.status}|${locked}|${chain.length}|${NARROW.matches}|${m.question}`;
+  if (parts.headKey !== headKey) {
+    parts.headKey = headKey;
+    replaceKeepingFocus(parts.head, head);
+    shell.runTitle = parts.head.querySelector(".run-title");
+  } else {
+    const eta = parts.head.querySelector("[data-testid=run-eta]");
+    const fresh = head.querySelector("[data-testid=run-eta]");
+    if (eta && fresh) eta.replaceWith(fresh);
+  }
+  parts.timeline.replaceChildren(renderTimeline(m, running));
+  const current = renderCurrent(m, running);
+  parts.current.replaceChildren(...(current ? [current] : []));
+  const sqlKey = `${m.script && m.script.sql}|${ui.copied}`;
+  if (parts.sqlKey !== sqlKey) {
+    parts.sqlKey = sqlKey;
+    const sql = renderSql(m, ui, { copySql });
+    replaceKeepingFocus(parts.sql, sql);
+  }
+  fillLogs(parts.log.list, parts.log.title, m, chain, ui);
+}
+
+function replaceKeepingFocus(slot, child) {
+  const active = document.activeElement;
+  const key = active && slot.contains(active) ? active.closest("[data-fk]")?.dataset.fk : null;
+  slot.replaceChildren(...(child ? [child] : []));
+  if (!key) return;
+  const again = findFocusable(slot, key);
+  if (again) again.focus({ preventScroll: true });
+  else if (shell.runTitle) shell.runTitle.focus({ preventScroll: true });
+}
+
+async function copySql(sql, button) {
+  const m = selectedAnalysis();
+  const ui = m && runUi(m.message_id);
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(sql);
+    ok = true;
+  } catch {
+    // No clipboard permission (an http origin): select the text so Ctrl+C copies it.
+    const pre = button.closest(".sql").querySelector("pre");
+    const range = document.createRange();
+    range.selectNodeContents(pre);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+  announce(ok ? "SQL copied" : "SQL selected: press Ctrl+C to copy it");
+  if (ok && ui) {
+    ui.copied = true;
+    updateRun();
+    setTimeout(() => { ui.copied = false; if (shell.runParts) updateRun(); }, 2000);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Composer: dataset upload and the question box
 
-function renderComposer() {
-  const view = state.view;
-  if (!view || !shell.composer) return;
-  const active = [...view.messages.values()].find((m) => m.role === "assistant"
-    && !TERMINAL.has(m.status));
-  const latest = view.datasets[view.datasets.length - 1];
+function buildComposer() {
   const file = h("input", { type: "file", testid: "dataset-input", accept: ".csv,.parquet,text/csv",
-    class: "visually-hidden", id: "dataset-file", onchange: (ev) => upload(ev.target) });
-  const question = shell.question || h("textarea.question", {
-    testid: "question-input", rows: 2, placeholder: "Ask a question about your data…",
+    class: "visually-hidden", id: "dataset-file", tabindex: "-1",
+    "aria-label": "A CSV or Parquet file to ask about",
+    onchange: (ev) => upload(ev.target) });
+  shell.question = h("textarea.question", {
+    testid: "question-input", rows: 2, id: "question", placeholder: "Ask a question about your data…",
+    "aria-describedby": "composer-reason",
     onkeydown: (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); ask(); }
     },
   });
-  shell.question = question;
-  const datasetInfo = latest
-    ? h("span.dataset-chip", { testid: "dataset", dataset: { datasetId: latest.dataset_id } },
+  shell.datasetInfo = h("span.dataset-slot");
+  shell.uploadLabel = h("button.btn.btn-small", { type: "button", testid: "upload-button",
+    onclick: () => file.click() }, "Upload CSV");
+  shell.reason = h("p.composer-reason.small", { id: "composer-reason", testid: "composer-reason" });
+  shell.ask = h("button.btn.btn-primary", { type: "submit", testid: "ask" }, "Ask");
+  shell.form = h("form.composer", { testid: "composer", "aria-label": "Ask a question",
+    onsubmit: (ev) => { ev.preventDefault(); ask(); } },
+  h("div.composer-top", {}, shell.datasetInfo, shell.uploadLabel, file),
+  h("div.composer-row", {},
+    h("label.visually-hidden", { for: "question" }, "Question"),
+    shell.question, shell.ask),
+  shell.reason);
+  shell.composer.replaceChildren(shell.form);
+}
+
+/** Update the composer in place (never rebuilt: typing and focus are never disturbed). */
+function renderComposer() {
+  const view = state.view;
+  if (!view || !shell.form) return;
+  const active = activeAnalysis(view);
+  const latest = view.datasets[view.datasets.length - 1];
+  const locked = Boolean(active);
+  const key = latest ? `${latest.dataset_id}` : "";
+  if (shell.datasetInfo.dataset.key !== key) {
+    shell.datasetInfo.dataset.key = key;
+    shell.datasetInfo.replaceChildren(latest
+      ? h("span.dataset-chip", { testid: "dataset", dataset: { datasetId: latest.dataset_id },
+        title: (latest.columns || []).map((c) => `${c.name} (${typeLabel(c.type)})`).join(", ") },
       h("span.dataset-name", {}, latest.name),
       h("span.muted", {}, ` · ${latest.row_count ?? "?"} rows`,
         latest.size_bytes ? ` · ${fmtBytes(latest.size_bytes)}` : ""))
-    : h("span.muted.small", {}, "No dataset yet");
-  shell.composer.replaceChildren(h("form.composer", { testid: "composer",
-    onsubmit: (ev) => { ev.preventDefault(); ask(); } },
-  h("div.composer-top", {},
-    datasetInfo,
-    h("label.btn.btn-small", { for: "dataset-file", testid: "upload-button" },
-      state.uploading ? "Uploading…" : latest ? "Replace data" : "Upload CSV"),
-    file,
-    active ? h("span.muted.small.composer-status", {}, "An analysis is running…") : null),
-  h("div.composer-row", {},
-    question,
-    h("button.btn.btn-primary", { type: "submit", testid: "ask",
-      disabled: state.sending || undefined }, state.sending ? "Sending…" : "Ask"))));
+      : h("span.muted.small", {}, "No dataset yet"));
+  }
+  shell.uploadLabel.textContent = state.uploading ? "Uploading…" : latest ? "Replace data" : "Upload CSV";
+  shell.form.dataset.locked = String(locked);
+  shell.form.setAttribute("aria-busy", String(state.sending));
+  const disabled = locked || state.sending;
+  if (shell.ask.disabled !== disabled) shell.ask.disabled = disabled;
+  shell.ask.textContent = state.sending ? "Sending…" : "Ask";
+  const reason = locked ? LOCKED_REASON : "";
+  if (shell.reason.dataset.text !== reason) {
+    shell.reason.dataset.text = reason;
+    shell.reason.replaceChildren(...(locked ? [reason, " ",
+      h("button.btn-link.small", { type: "button", testid: "goto-active-inline",
+        onclick: () => scrollToMessage(active.message_id) }, "Show it")] : []));
+  }
+  shell.reason.hidden = !locked;
 }
 
 async function upload(input) {
@@ -818,14 +1222,25 @@ async function upload(input) {
     setNotice("error", `Upload failed: ${err.message}`);
   } finally {
     state.uploading = false;
+    input.value = "";
     renderComposer();
   }
+}
+
+function askQuestion(text) {
+  if (!shell.question) return;
+  shell.question.value = text;
+  ask();
 }
 
 async function ask() {
   const view = state.view;
   const text = shell.question ? shell.question.value.trim() : "";
   if (!view || !text || state.sending) return;
+  if (activeAnalysis(view)) {
+    announce(LOCKED_REASON);
+    return;
+  }
   const latest = view.datasets[view.datasets.length - 1];
   state.sending = true;
   renderComposer();
@@ -835,6 +1250,7 @@ async function ask() {
     setNotice(null);
     if (state.view === view) addAnalysis(view, res.message_id, res.user_message_id, text,
       new Date().toISOString(), res.as_of_seq);
+    announce("Question sent. The analysis is queued.");
     refreshSessionsSoon();
   } catch (err) {
     if (err.status === 409) {
@@ -846,6 +1262,8 @@ async function ask() {
   } finally {
     state.sending = false;
     renderComposer();
+    // Focus stays in (or comes back to) the question box, ready for the next question.
+    if (state.view === view && shell.question) shell.question.focus();
   }
 }
 
@@ -853,8 +1271,28 @@ async function cancel(m) {
   try {
     await api.cancel(m.message_id);
   } catch (err) {
-    if (err.status !== 409) setNotice("error", `Could not cancel: ${err.message}`);
+    if (err.status !== 409) {
+      setNotice("error", `Could not cancel: ${err.message}`);
+      return;
+    }
   }
+  // The gateway settled it `cancelled` before answering: the session is free now.
+  if (!TERMINAL.has(m.status)) {
+    m.status = "cancelled";
+    const now = new Date(serverNow()).toISOString();
+    for (const s of m.steps) {
+      if (s.status === "running") Object.assign(s, { status: "cancelled", ended_at: now });
+    }
+  }
+  refreshSessionsSoon();
+  announceSettled(m);
+  renderMessageSoon(m.message_id);
+  // The Cancel button goes; its Retry takes the focus (swapKeepingFocus), else the question.
+  setTimeout(() => {
+    if (!document.activeElement || document.activeElement === document.body) {
+      if (shell.question) shell.question.focus();
+    }
+  }, 50);
 }
 
 async function retry(m) {
@@ -862,8 +1300,12 @@ async function retry(m) {
     const res = await api.retry(m.message_id);
     const view = state.view;
     if (view) addAnalysis(view, res.message_id, res.user_message_id, m.question,
-      new Date().toISOString(), res.as_of_seq);
+      new Date().toISOString(), res.as_of_seq, m.message_id);
     setNotice(null);
+    announce("Retrying the analysis.");
+    const card = shell.messages && shell.messages.querySelector(
+      `[data-message-id="${CSS.escape(res.message_id)}"]`);
+    if (card) card.focus();
   } catch (err) {
     if (err.status === 409 && err.code !== "not_an_analysis") {
       setNotice("busy", "An analysis is already running in this session",
@@ -898,34 +1340,49 @@ function setNotice(kind, text = "", messageId = null) {
 
 function renderNotice() {
   if (!shell.notice) return;
+  // "Already running" is true only while it runs: it goes when the lock does.
+  if (state.notice && state.notice.kind === "busy" && !activeAnalysis(state.view)) {
+    state.notice = null;
+  }
   const n = state.notice;
+  const key = n ? `${n.kind}|${n.text}|${n.messageId}` : "";
+  if (shell.notice.dataset.key === key) return;
+  shell.notice.dataset.key = key;
   if (!n) return shell.notice.replaceChildren();
-  const goto = n.messageId ? h("a.link", { href: "#", testid: "goto-active",
-    onclick: (ev) => { ev.preventDefault(); scrollToMessage(n.messageId); } },
-  "Show the running analysis") : null;
-  shell.notice.replaceChildren(h("div.notice", { testid: "notice", role: "alert",
+  const goto = n.messageId ? h("button.btn-link", { type: "button", testid: "goto-active",
+    onclick: () => scrollToMessage(n.messageId) }, "Show the running analysis") : null;
+  shell.notice.replaceChildren(h("div.notice", { testid: "notice",
+    role: n.kind === "error" || n.kind === "busy" ? "alert" : "status",
     class: `notice-${n.kind}`, dataset: { kind: n.kind } },
   h("span", {}, n.text), goto,
-  h("button.notice-close", { "aria-label": "Dismiss", onclick: () => setNotice(null) }, "×")));
+  h("button.notice-close", { type: "button", "aria-label": "Dismiss",
+    onclick: () => setNotice(null) }, "×")));
 }
 
 function scrollToMessage(mid) {
-  const el = shell.main.querySelector(`[data-message-id="${CSS.escape(mid)}"]`);
+  const el = shell.main.querySelector(`.messages [data-message-id="${CSS.escape(mid)}"]`);
   if (!el) return;
-  el.scrollIntoView({ behavior: "smooth", block: "center" });
+  el.scrollIntoView({ behavior: REDUCED_MOTION.matches ? "auto" : "smooth", block: "center" });
+  el.focus({ preventScroll: true });
   el.classList.add("flash");
   setTimeout(() => el.classList.remove("flash"), 1600);
+  selectRun(mid);
 }
 
-// ETA labels count down while something runs.
+// Times count on while something runs: the ETAs and the timeline's growing bar.
 setInterval(() => {
   const view = state.view;
   if (!view) return;
-  for (const m of view.messages.values()) {
-    if (m.role === "assistant" && !TERMINAL.has(m.status)
-      && m.steps.some((s) => s.status === "running" && s.eta_ms)) renderMessageSoon(m.message_id);
-  }
+  const active = activeAnalysis(view);
+  if (!active || !active.steps.some((s) => s.status === "running")) return;
+  if (view.selected === active.message_id) updateRun();
+  // The card's one line of progress, in place (the card itself is not rebuilt each second).
+  const line = shell.messages && shell.messages.querySelector(
+    `[data-message-id="${CSS.escape(active.message_id)}"] [data-testid=card-progress]`);
+  if (line) line.textContent = progressLine(active);
 }, 1000);
+
+NARROW.addEventListener("change", () => { if (state.view) renderRun(); });
 
 // ---------------------------------------------------------------------------------------
 
