@@ -295,6 +295,26 @@ async function main() {
     }
     if (await page.locator(`${analysis(mid)} ${sel("cancel")}`).count()) fail("Cancel on a completed card");
 
+    // A session nobody named is called by its first question; the owner renames it by
+    // keyboard, and the sidebar follows.
+    await page.waitForFunction((q) => document.querySelector('[data-testid="session-title"]')
+      ?.textContent === q, EXAMPLES[0], { timeout: 10000 })
+      .catch(() => fail("the unnamed session is not titled by its first question"));
+    await page.focus(sel("rename"));
+    await page.keyboard.press("Enter");
+    await page.waitForSelector(sel("rename-input"));
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type("Revenue by region");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.querySelector('[data-testid="session-title"]')
+      ?.textContent === "Revenue by region", null, { timeout: 10000 })
+      .catch(() => fail("the heading does not show the new name"));
+    await page.waitForSelector(`${sel("session-item")}:has-text("Revenue by region")`,
+      { timeout: 10000 }).catch(() => fail("the sidebar does not show the new name"));
+    await expectFocus(page, "rename", "after renaming");
+    if ((await page.textContent("body")).includes("Could not rename")) fail("rename reported an error");
+    log("titled by its first question, renamed by keyboard");
+
     // The SQL that ran: collapsible, copyable.
     await page.click(`${run(mid)} ${sel("sql")} summary`);
     const sql = (await page.textContent(`${run(mid)} ${sel("sql-text")}`)).trim();

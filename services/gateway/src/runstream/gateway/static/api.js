@@ -51,6 +51,7 @@ const seg = encodeURIComponent;
 export const api = {
   listSessions: () => request("GET", "/api/sessions"),
   createSession: (title = "") => request("POST", "/api/sessions", { json: { title } }),
+  rename: (sid, title) => request("PATCH", `/api/sessions/${seg(sid)}`, { json: { title } }),
   markRead: (sid) => request("POST", `/api/sessions/${seg(sid)}/read`),
   messages: (sid) => request("GET", `/api/sessions/${seg(sid)}/messages`),
   analysisStatus: (sid) => request("GET", `/api/sessions/${seg(sid)}/analysis-status`),

@@ -215,6 +215,9 @@ async function refreshSessions() {
     if (err.status === 401) return;
   }
   renderSessions();
+  // The open session's heading follows its title (named, or its first question).
+  const open = state.view && state.sessions.find((x) => x.session_id === state.view.sid);
+  if (open && shell.heading && shell.heading.isConnected) shell.heading.textContent = sessionTitle(open);
 }
 
 let refreshTimer = null;
@@ -223,8 +226,10 @@ function refreshSessionsSoon() {
   refreshTimer = setTimeout(refreshSessions, 150);
 }
 
+// A session nobody named is titled by the projector with its first question; until
+// then it is a new session.
 function sessionTitle(s) {
-  return s.title || "Untitled session";
+  return s.title || "New session";
 }
 
 function renderSessions() {
@@ -262,9 +267,53 @@ function renderSessions() {
   }
 }
 
+function setSessionTitle(sid, title) {
+  const s = state.sessions.find((x) => x.session_id === sid);
+  if (s) s.title = title;
+  renderSessions();
+  if (state.view && state.view.sid === sid && shell.heading && shell.heading.isConnected) {
+    shell.heading.textContent = title;
+  }
+}
+
+// Rename in place: the heading becomes a field; Enter saves, Escape puts it back.
+function startRename(sid) {
+  const heading = shell.heading;
+  if (!heading || !heading.isConnected) return;
+  const input = h("input.rename-input", { type: "text", testid: "rename-input",
+    "aria-label": "Session name", maxlength: "200", value: heading.textContent });
+  let finished = false;  // once: putting the heading back blurs the field
+  const done = (title) => {
+    if (finished) return;
+    finished = true;
+    input.replaceWith(heading);
+    if (title !== null) heading.textContent = title;
+    heading.parentElement.querySelector('[data-testid="rename"]')?.focus();
+  };
+  input.addEventListener("keydown", async (e) => {
+    if (e.key === "Escape") { e.preventDefault(); done(null); return; }
+    if (e.key !== "Enter") return;
+    e.preventDefault();
+    const title = input.value.trim();
+    if (!title) { done(null); return; }
+    try {
+      const session = await api.rename(sid, title);
+      done(session.title);
+      setSessionTitle(sid, session.title);
+    } catch (err) {
+      done(null);
+      setNotice("error", `Could not rename the session: ${err.message}`);
+    }
+  });
+  input.addEventListener("blur", () => done(null));
+  heading.replaceWith(input);
+  input.focus();
+  input.select();
+}
+
 async function newSession() {
   try {
-    const session = await api.createSession(`Session ${state.sessions.length + 1}`);
+    const session = await api.createSession();
     state.sessions = [session, ...state.sessions.filter((s) => s.session_id !== session.session_id)];
     renderSessions();
     location.hash = `#/s/${session.session_id}`;
@@ -495,6 +544,10 @@ function applyFrame(type, ev, seq) {
     return;
   }
   if (type === "session_read") return;
+  if (type === "session_renamed") {
+    setSessionTitle(view.sid, ev.title);
+    return;
+  }
   const mid = ev.message_id;
   const m = mid && view.messages.get(mid);
   if (!m || seq <= (m.asOf || 0)) return;  // unknown here, or already in the snapshot
@@ -750,7 +803,10 @@ function renderSession() {
   shell.question = null;
   shell.main.replaceChildren(
     h("div.session-header", {},
-      h("h1.session-heading", { testid: "session-title" }, s ? sessionTitle(s) : "Session"),
+      shell.heading = h("h1.session-heading", { testid: "session-title" },
+        s ? sessionTitle(s) : "Session"),
+      h("button.btn.btn-small.rename", { type: "button", testid: "rename",
+        "aria-label": "Rename this session", onclick: () => startRename(view.sid) }, "Rename"),
       h("span.muted.small.session-id", { testid: "session-id" }, view.sid),
       h("span.spacer"),
       shell.runToggle),

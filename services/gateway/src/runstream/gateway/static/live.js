@@ -9,7 +9,7 @@ import { api } from "./api.js";
 export const EVENT_TYPES = [
   // session aggregate
   "session_created", "dataset_attached", "analysis_requested", "lock_renewed",
-  "analysis_settled", "session_read",
+  "analysis_settled", "session_read", "session_renamed",
   // message aggregate
   "analysis_started", "step_started", "step_progressed", "step_completed", "step_failed",
   "log_appended", "script_generated", "execution_started", "execution_completed",
