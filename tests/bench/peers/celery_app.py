@@ -63,11 +63,17 @@ def analyse(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     redis = self.backend.client
     steps: list[dict[str, Any]] = []
 
+    began = clock()
+
     def report(step: str) -> None:
-        entry = {"step": step, "index": len(steps) + 1, "at": clock(), "pid": pid, "run": run}
+        nonlocal began
+        at = clock()
+        entry = {"step": step, "index": len(steps) + 1, "began": began, "at": at, "pid": pid,
+                 "run": run}
         steps.append(entry)
         self.update_state(state="PROGRESS", meta={"steps": steps, "pid": pid, "run": run})
         redis.publish(channel, json.dumps(entry))
+        began = clock()
 
     context = step_context(job)
     report("context")

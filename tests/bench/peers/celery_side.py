@@ -202,6 +202,7 @@ class CeleryStack:
             for proc in (self.webapp, self.worker):
                 if proc is not None:
                     proc.stop()
+            flush(self.url)
 
 
 def _finals_in(log: ProgressLog, ids: list[str], meta: Any) -> Any:

@@ -37,6 +37,7 @@ class StepSeen:
     at: float  # the worker's stamp: the step's work is done
     seen: float  # the client read the frame / poll answer that first showed it
     run: str = ""  # Celery: which execution of the task reported it
+    began: float | None = None  # the worker's stamp when the step's work started
 
 
 @dataclass
@@ -194,11 +195,14 @@ class RunstreamTab:
 
     def fill(self, rec: JobRecord) -> None:
         """Steps and the end, from the frames this tab received for the message."""
+        began: dict[str, float] = {}
         for frame, data in self.frames[rec.job_id]:
             if frame.event == "step_completed":
-                rec.steps.append(StepSeen(data["step"], epoch(data["at"]), frame.seen))
+                rec.steps.append(StepSeen(data["step"], epoch(data["at"]), frame.seen,
+                                          began=began.get(data["step"])))
             elif frame.event == "step_started":
                 rec.starts.setdefault(data["step"], frame.seen)
+                began.setdefault(data["step"], epoch(data["at"]))
             elif frame.event == "analysis_settled":
                 rec.done, rec.state = frame.seen, data["status"]
 
@@ -218,7 +222,8 @@ async def celery_sse_job(http: RawHttp, host: str, port: int, dataset_id: str, q
             async for frame in stream.frames():
                 data = json.loads(frame.data)
                 if frame.event == "step":
-                    rec.steps.append(StepSeen(data["step"], data["at"], frame.seen, data["run"]))
+                    rec.steps.append(StepSeen(data["step"], data["at"], frame.seen, data["run"],
+                                              data["began"]))
                 elif frame.event == "done":
                     rec.done, rec.state = frame.seen, data["final"]
                     break
@@ -245,7 +250,7 @@ async def celery_poll_job(http: RawHttp, dataset_id: str, question: str,
             for s in body["steps"]:
                 if (s["run"], s["index"]) not in seen:
                     seen.add((s["run"], s["index"]))
-                    rec.steps.append(StepSeen(s["step"], s["at"], now, s["run"]))
+                    rec.steps.append(StepSeen(s["step"], s["at"], now, s["run"], s["began"]))
             if body["complete"]:
                 rec.done, rec.state = now, body["state"]
                 rec.result = body.get("result") or {}

@@ -105,15 +105,27 @@ class Report:
                                                subsequent_indent="    "))
         return "\n".join(lines)
 
-    def per_step(self) -> str:
-        """Step visibility p50/p99 per step, a line per run (the JSON has every sample)."""
+    def breakdown(self) -> str:
+        """Per run: where a job's time goes, p50 in ms by the workers' own stamps (submit ->
+        the first step starts; each step's work; the last step -> the client sees the end),
+        and each step's visibility p50/p99 (the JSON has every sample)."""
         lines = []
         for run in sorted(self.runs, key=lambda r: (r.concurrency, list(LABELS).index(r.system))):
-            parts = []
+            recs = run.records
+            queued = [(r.steps[0].began or r.steps[0].at) - r.sent for r in recs]
+            work = []
+            for i, step in enumerate(STEPS):
+                took = [r.steps[i].at - (r.steps[i].began or r.steps[i].at) for r in recs]
+                work.append(f"{step} {percentile(took, 50) * 1000:.0f}")
+            tail = [(r.done or 0.0) - r.steps[-1].at for r in recs]
+            seen = []
             for step in STEPS:
                 v = run.visibility_ms(step)
-                parts.append(f"{step} {percentile(v, 50):.0f}/{percentile(v, 99):.0f}")
-            lines.append(f"  {run.label} x{run.concurrency}: " + ", ".join(parts))
+                seen.append(f"{step} {percentile(v, 50):.0f}/{percentile(v, 99):.0f}")
+            lines.append(f"  {run.label} x{run.concurrency}: until the first step starts "
+                         f"{percentile(queued, 50) * 1000:.0f}; work " + ", ".join(work)
+                         + f"; last step -> end seen {percentile(tail, 50) * 1000:.0f}")
+            lines.append("      step seen p50/p99: " + ", ".join(seen))
         return "\n".join(lines)
 
     def dump(self, path: Path) -> None:
@@ -136,7 +148,7 @@ class Report:
         import matplotlib.pyplot as plt
 
         levels = sorted({r.concurrency for r in self.runs})
-        fig, axes = plt.subplots(1, len(levels), figsize=(6.2 * len(levels), 4.4),
+        fig, axes = plt.subplots(1, len(levels), figsize=(6.2 * len(levels), 5.2),
                                  sharey=True, squeeze=False)
         colors = {"runstream": "#1f77b4", "celery-sse": "#2ca02c", "celery-poll": "#d62728"}
         for ax, level in zip(axes[0], levels, strict=True):
@@ -151,7 +163,7 @@ class Report:
             ax.set_xlabel("step finished (worker's clock) -> client sees it, ms")
             ax.set_title(f"{level} concurrent job{'s' if level > 1 else ''}")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8)
         axes[0][0].set_ylabel("share of steps seen within")
         fig.suptitle("Step visibility: Runstream vs Celery + Redis "
                      f"({self.meta.get('rows', 0):,}-row CSV, 5 steps per job)", fontsize=11)

@@ -32,7 +32,6 @@ go to a JSON file, the step-visibility plot to BENCH_PEERS_PLOT (default: beside
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -51,7 +50,6 @@ import pytest
 from tests.bench.peers.celery_side import (
     POOL,
     CeleryStack,
-    flush,
     kill_scenario,
     redis_answers,
 )
@@ -98,11 +96,16 @@ def report(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset) -> Iterat
         plot = Path(os.environ.get("BENCH_PEERS_PLOT") or out / "peers-step-visibility.png")
         if rep.runs:
             rep.plot(plot)
+        fetch = rep.meta.get("object_store_get_ms")
+        fetched = (f"Runstream's workers fetch the CSV from the NATS object store: p50 "
+                   f"{sorted(fetch)[len(fetch) // 2]:.0f} ms per fetch (5 fetches, timed "
+                   f"alone); the Celery task reads it from local disk\n") if fetch else ""
         print(f"\n\n[bench peers] '{QUESTION}' over a {dataset.rows:,}-row CSV "
               f"({dataset.size / 1e6:.1f} MB); Celery: prefork x{POOL}, Redis {REDIS_URL}; "
               f"load average {rep.meta['load_avg_start'][0]:.1f} -> "
               f"{rep.meta['load_avg_end'][0]:.1f}\n{rep.table()}\n"
-              f"step seen p50/p99 ms, per step:\n{rep.per_step()}\n"
+              f"where the time goes (p50 ms, workers' own clocks):\n{rep.breakdown()}\n"
+              f"{fetched}"
               f"samples: {out / 'peers.json'}; plot: {plot}\n")
 
 
@@ -200,6 +203,10 @@ async def test_runstream(bench_env: BenchEnv, tmp_path: Path, dataset: Dataset,
                                 Run("runstream", CONCURRENT, concurrent)]
                 assert all(t.order_errors == 0 for t in tabs)
 
+                r = await http.get(f"/api/sessions/{sessions[0][0]}/datasets")
+                (listed,) = r.json()["datasets"]
+                report.meta["object_store_get_ms"] = await _object_store_get_ms(
+                    bench_env, listed["object_name"])
                 report.kills.append(await _runstream_kill(
                     stack, bench_env, tmp_path, tabs, sessions, headers, port, http, dataset))
             finally:
@@ -229,6 +236,20 @@ async def _check_runstream(http: httpx.AsyncClient, tabs: list[RunstreamTab],
         assert reference in ({}, got), (reference, got)
         reference = got
     return reference
+
+
+async def _object_store_get_ms(env: BenchEnv, object_name: str) -> list[float]:
+    """What fetching the CSV from the NATS object store costs a worker (both Runstream
+    workers that read the dataset do it), timed on its own, five times."""
+    from runstream.bus import Bus, get_dataset
+
+    times = []
+    async with Bus.connect(env.bus_settings(), name="bench-peers") as bus:
+        for _ in range(5):
+            began = time.perf_counter()
+            await get_dataset(bus, object_name)
+            times.append((time.perf_counter() - began) * 1000)
+    return times
 
 
 async def _runstream_kill(stack: Any, env: BenchEnv, log_dir: Path, tabs: list[RunstreamTab],
@@ -301,9 +322,12 @@ async def test_celery(tmp_path: Path, dataset: Dataset, report: Report) -> None:
             await _close([conn])
             runs.append(Run(system, 1, sequential))
         for system in ("celery-poll", "celery-sse"):
+            # A dataset of its own per client, as Runstream's sessions (each profiled once
+            # per process); client 0 shares the one of the sequential runs, as in Runstream.
+            ids = ["ds-0", *(f"{system}-ds-{i}" for i in range(1, CONCURRENT))]
             conns = await _connections(CONCURRENT, {}, port)
             concurrent = list(await asyncio.gather(*(
-                _celery_job(system, conns[i], port, f"ds-{i}") for i in range(CONCURRENT))))
+                _celery_job(system, conns[i], port, ids[i]) for i in range(CONCURRENT))))
             await _close(conns)
             runs.append(Run(system, CONCURRENT, concurrent))
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http:
@@ -354,14 +378,10 @@ async def test_celery_kill(tmp_path: Path, dataset: Dataset, report: Report, ack
     what = "whole worker, restarted" if whole else "job's pool process"
     config = f"acks_late {'on' if acks_late else 'off'}" + (
         " + reject_on_worker_lost" if reject else "")
-    try:
-        async with stack.running():
-            row = await kill_scenario(stack, {**dataset.job_args("ds-k"), "question": QUESTION},
-                                      jobs=KILL_JOBS, whole_worker=whole,
-                                      name=f"Celery, {config}: {what}")
-    finally:
-        with contextlib.suppress(Exception):
-            flush(REDIS_URL)
+    async with stack.running():
+        row = await kill_scenario(stack, {**dataset.job_args("ds-k"), "question": QUESTION},
+                                  jobs=KILL_JOBS, whole_worker=whole,
+                                  name=f"Celery, {config}: {what}")
     report.kills.append(row)
     assert row.completed + row.failed + row.stuck_until_visibility + row.stuck_forever == \
         KILL_JOBS, row
