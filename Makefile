@@ -12,7 +12,7 @@ PG_LOCAL := postgresql://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL := $(or $(DATABASE_URL),$(shell (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 && echo $(PG_LOCAL)) 2>/dev/null))
 test test-fast eval bench chaos: export DATABASE_URL := $(TEST_DATABASE_URL)
 
-.PHONY: help bootstrap sync run test test-fast lint proto eval bench chaos browser-deps helm-lib helm-lint clean
+.PHONY: help bootstrap sync run test test-fast lint proto eval bench bench-peers chaos browser-deps helm-lib helm-lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -46,7 +46,11 @@ eval: sync ## planner evaluation: right / refused / wrong per question family (t
 	$(PY) -m tests.planner.report
 
 bench: sync ## benchmarks: print throughput and latency figures
-	$(PY) -m pytest tests/bench -s -q -p no:cacheprovider --override-ini="norecursedirs=.* node_modules"
+	$(PY) -m pytest tests/bench -s -q -p no:cacheprovider --override-ini="norecursedirs=.* node_modules" \
+	  --ignore=tests/bench/peers
+
+bench-peers: sync ## side by side with Celery + Redis (Redis at 127.0.0.1:6379, DB 11): one table
+	$(PY) -m pytest tests/bench/peers -s -q -p no:cacheprovider --override-ini="norecursedirs=.* node_modules"
 
 chaos: sync ## chaos tests: kill workers and servers mid-flight
 	$(PY) -m pytest tests/chaos -s -q --override-ini="norecursedirs=.* node_modules"
