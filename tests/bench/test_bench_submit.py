@@ -11,21 +11,23 @@ message must be in the read models as `pending`.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from runstream.bus import Bus
+from runstream.contracts import SessionCreated, encode, new_id
 from tests.bench.support import BenchEnv, RawHttp, run_services, summary_ms
 
 CLIENTS = 32
 SUBMITS_PER_CLIENT = int(os.environ.get("BENCH_SUBMITS_PER_CLIENT", "40"))
 WARMUP_PER_CLIENT = 2
-FOLD_EVENTS = int(os.environ.get("BENCH_FOLD_EVENTS", "20000"))
-STEPS = ("context", "plan", "script", "execute", "chart")
 
 
 @pytest.mark.timeout(600)
@@ -112,3 +114,104 @@ async def test_bench_submits_per_second_at_32_concurrent_clients(
         f"mean {1000 * sum(latencies) / len(latencies):.1f} ms"
     )
 
+
+
+# --- open loop: a fixed offered rate, whatever the answers ------------------------------
+
+OPEN_LOOP = [
+    (float(rate), float(seconds))
+    for rate, seconds in (
+        phase.split(":") for phase in os.environ.get("BENCH_OPEN_LOOP", "500:30,1000:30").split(",")
+    )
+]
+OPEN_LOOP_CONNECTIONS = 128
+
+
+def _nearest(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+@pytest.mark.timeout(900)
+async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> None:
+    """Submits offered at a fixed rate (500/s for 30 s, then 1,000/s for 30 s): each is
+    sent at its intended time on a free keep-alive connection (128 open), and its answer
+    time is measured from that intended time, so a slow gateway cannot hide its queue
+    (no coordinated omission). Each submit goes to a session of its own, created
+    beforehand straight on the stream (not timed)."""
+    total = sum(int(rate * seconds) for rate, seconds in OPEN_LOOP)
+    async with run_services(bench_env, tmp_path) as stack:
+        async with Bus.connect(bench_env.bus_settings(), name="bench-sessions") as bus:
+            t0 = datetime.now(UTC)
+            sessions = [new_id() for _ in range(total)]
+            acks = [
+                await bus.js.publish_async(bus.subjects.session(sid), encode(SessionCreated(
+                    event_id=new_id(), at=t0, session_id=sid, owner="bench")), stream=bus.stream)
+                for sid in sessions
+            ]  # fmt: skip
+            last = max(ack.seq for ack in await asyncio.gather(*acks))
+        await _wait_folded(bench_env.database_url, last)
+        host, port = stack.url.removeprefix("http://").split(":")
+        pool: asyncio.Queue[RawHttp] = asyncio.Queue()
+        conns = [RawHttp(host, int(port), stack.headers()) for _ in range(OPEN_LOOP_CONNECTIONS)]
+        for conn in conns:
+            await conn.__aenter__()
+            pool.put_nowait(conn)
+        results: list[list[tuple[float, int]]] = [[] for _ in OPEN_LOOP]
+
+        async def submit(phase: int, sid: str, intended: float) -> None:
+            conn = await pool.get()
+            try:
+                status, _ = await conn.request(
+                    "POST", f"/api/sessions/{sid}/analyses", {"question": "average revenue"}
+                )
+            finally:
+                pool.put_nowait(conn)
+            results[phase].append((time.perf_counter() - intended, status))
+
+        tasks: list[asyncio.Task[None]] = []
+        began = time.perf_counter()
+        spans: list[tuple[float, float]] = []
+        next_session = iter(sessions)
+        start = began
+        for phase, (rate, seconds) in enumerate(OPEN_LOOP):
+            count = int(rate * seconds)
+            for i in range(count):
+                intended = start + i / rate
+                delay = intended - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(submit(phase, next(next_session), intended)))
+            spans.append((start, start + seconds))
+            start += seconds
+        await asyncio.gather(*tasks)
+        for conn in conns:
+            await conn.__aexit__()
+        stack.gateway().check_alive()
+
+    print(f"\n[bench submit open-loop] {total} submits, each to its own session, "
+          f"{OPEN_LOOP_CONNECTIONS} keep-alive connections; latency from the intended send time")
+    print("  offered/s  achieved/s   p50 ms   p99 ms  p99.9 ms   max ms  non-202")
+    for phase, (rate, seconds) in enumerate(OPEN_LOOP):
+        got = results[phase]
+        latencies = [1000 * latency for latency, _ in got]
+        errors = sum(1 for _, status in got if status != 202)
+        finished = max(latency for latency, _ in got) + spans[phase][0]
+        achieved = len(got) / max(seconds, finished - spans[phase][0] - (seconds / len(got)))
+        print(f"  {rate:9.0f}  {achieved:10.0f}  {_nearest(latencies, 50):7.1f}  "
+              f"{_nearest(latencies, 99):7.1f}  {_nearest(latencies, 99.9):8.1f}  "
+              f"{max(latencies):7.1f}  {errors:7d}")
+        assert len(got) == int(rate * seconds)
+
+
+async def _wait_folded(database_url: str, seq: int, timeout: float = 120) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while (await conn.fetchval(
+            "SELECT coalesce(max(seq), 0) FROM runstream.projection_checkpoints"
+        )) < seq:
+            assert time.monotonic() < deadline, "the sessions were not folded in time"
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()

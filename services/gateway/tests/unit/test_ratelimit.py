@@ -41,6 +41,25 @@ async def test_concurrent_hits_from_several_replicas_are_all_counted(js, stream_
         await js.delete_key_value(bucket)
 
 
+async def test_a_burst_from_one_owner_is_counted_exactly_in_a_few_writes(js, stream_names):
+    """200 concurrent hits of one owner on one replica: exactly the limit admitted, each
+    admitted hit with its own remaining count, and a handful of writes, not 200."""
+    bucket = f"RL_{stream_names.stream}"
+    store = KVStore(bucket, ttl_s=60)
+    await store.open(js)
+    try:
+        results = await asyncio.gather(*(
+            store.hit("owner:alice", limit=150, window_s=60) for _ in range(200)))
+        admitted = sorted(window.count for window, allowed in results if allowed)
+        assert admitted == list(range(1, 151))
+        assert all(window.count == 150 for window, allowed in results if not allowed)
+        entry = await store.kv.get(store._key("owner:alice"))
+        assert entry.revision is not None and entry.revision <= 20, entry.revision
+        assert not store._drainers and not store._queued  # nothing left behind
+    finally:
+        await js.delete_key_value(bucket)
+
+
 async def test_the_store_keeps_values_and_their_expiry(js, stream_names):
     bucket = f"RL_{stream_names.stream}"
     store = KVStore(bucket, ttl_s=60)
