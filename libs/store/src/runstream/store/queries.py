@@ -98,6 +98,13 @@ class ReadModels:
         return int(await conn.fetchval(_CHECKPOINT_SQL, self._projector))
 
     # --- sessions ---------------------------------------------------------------------
+    async def session_owner(self, session_id: str) -> str | None:
+        """Whose the session is (None: no such session): one key lookup, no snapshot."""
+        owner = await self._pool.fetchval(
+            "SELECT owner FROM sessions WHERE session_id = $1", session_id
+        )
+        return None if owner is None else str(owner)
+
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The session with its `lock` ({message_id, acquired_at, expires_at} or None)."""
         async with self._snapshot() as conn:

@@ -7,6 +7,7 @@ EventSource cannot send headers; such a token is refused everywhere else.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 import jwt
@@ -16,6 +17,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from runstream.contracts import is_valid_id
 
+VERIFIED_CACHE = 10_000  # tokens whose verification is remembered
 ACCESS = "access"
 STREAM = "stream"
 
@@ -26,6 +28,10 @@ class Tokens:
             raise ValueError("RUNSTREAM_JWT_SECRET must be set, at least 32 bytes long")
         self._secret = secret
         self.issuer = issuer
+        # token -> its verified claims, until the token expires: a client sends the same
+        # bearer token with every request, and checking it again costs more than the
+        # rest of a submit's own work. Bounded; the oldest entries go first.
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def issue(self, sub: str, *, ttl_s: int, typ: str = ACCESS) -> tuple[str, int]:
         now = int(time.time())
@@ -34,6 +40,18 @@ class Tokens:
         return jwt.encode(claims, self._secret, algorithm="HS256"), exp
 
     def verify(self, token: str) -> dict[str, Any]:
+        claims = self._verified.get(token)
+        if claims is not None:
+            if claims["exp"] > time.time():
+                return claims
+            del self._verified[token]
+        claims = self._verify(token)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, self._secret, algorithms=["HS256"], issuer=self.issuer,

@@ -159,7 +159,7 @@ class Commands:
         if len(question.encode()) > limit:
             raise ApiError(422, "question_too_long", f"question is limited to {limit} bytes",
                            {"field": "question", "limit": limit})
-        await self.g.session_for(self.owner, sid)
+        await self.g.check_session(self.owner, sid)
         return await self._request_analysis(sid, question, dataset_id, wait_s=wait_s)
 
     async def retry(self, mid: str, *, wait_s: float | None = None) -> SubmitAccepted | Message:

@@ -70,6 +70,16 @@ class Gateway:
             raise not_found("session", session_id)
         return session
 
+    async def check_session(self, owner: str, session_id: str) -> None:
+        """404 unless the owner's session exists: one key lookup (a write needs no more;
+        `session_for` reads the whole session in a snapshot)."""
+        found = await self.models.session_owner(session_id)
+        if found is None and (seq := self.recent.get(session_id)):
+            await self.caught_up(seq)
+            found = await self.models.session_owner(session_id)
+        if found != owner:
+            raise not_found("session", session_id)
+
     async def message_for(self, owner: str, message_id: str, min_seq: int = 0) -> dict[str, Any]:
         await self.caught_up(min_seq)
         message = await self.models.get_message(message_id)
