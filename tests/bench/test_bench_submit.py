@@ -23,7 +23,7 @@ import pytest
 
 from runstream.bus import Bus
 from runstream.contracts import SessionCreated, encode, new_id
-from tests.bench.support import BenchEnv, RawHttp, run_services, summary_ms
+from tests.bench.support import BenchEnv, RawHttp, cpu_s, run_services, summary_ms
 
 CLIENTS = 32
 SUBMITS_PER_CLIENT = int(os.environ.get("BENCH_SUBMITS_PER_CLIENT", "40"))
@@ -172,9 +172,11 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
 
         tasks: list[asyncio.Task[None]] = []
         spans: list[tuple[float, float]] = []
+        gateway_cpu: list[float] = []
         start = time.perf_counter()
         i = 0
         for phase, (rate, seconds) in enumerate(OPEN_LOOP):
+            cpu0 = cpu_s(stack.gateway().pid)
             for n in range(int(rate * seconds)):
                 intended = start + n / rate
                 delay = intended - time.perf_counter()
@@ -184,14 +186,16 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
                 i += 1
             spans.append((start, start + seconds))
             start += seconds
-        await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks)  # its answers, before the next phase's clock
+            gateway_cpu.append(cpu_s(stack.gateway().pid) - cpu0)
         for conn in conns:
             await conn.__aexit__()
         stack.gateway().check_alive()
 
     print(f"\n[bench submit open-loop] {total} submits by {len(owners)} owners (one keep-alive "
           "connection each), each to its own session; latency from the intended send time")
-    print("  offered/s  achieved/s   p50 ms   p99 ms  p99.9 ms   max ms  non-202")
+    print("  offered/s  achieved/s   p50 ms   p99 ms  p99.9 ms   max ms  non-202"
+          "  gateway CPU/submit")
     for phase, (rate, seconds) in enumerate(OPEN_LOOP):
         got = results[phase]
         latencies = [1000 * latency for latency, _, _ in got]
@@ -200,7 +204,8 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
         achieved = len(got) / (max(done for _, _, done in got) - spans[phase][0])
         print(f"  {rate:9.0f}  {achieved:10.0f}  {_nearest(latencies, 50):7.1f}  "
               f"{_nearest(latencies, 99):7.1f}  {_nearest(latencies, 99.9):8.1f}  "
-              f"{max(latencies):7.1f}  {errors:7d}")
+              f"{max(latencies):7.1f}  {errors:7d}  "
+              f"{1000 * gateway_cpu[phase] / len(got):.2f} ms")
         assert len(got) == int(rate * seconds) and errors == 0
 
 

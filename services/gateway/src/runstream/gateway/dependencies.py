@@ -45,8 +45,11 @@ def provide_models(gateway: GatewayDep) -> ReadModels:
     return gateway.models
 
 
-def provide_commands(gateway: GatewayDep, owner: OwnerDep) -> Commands:
-    return Commands(gateway, owner)
+def provide_commands(state: State, scope: Scope) -> Commands:
+    """From the state and the scope directly, not from `gateway` and `owner`: a handler
+    that needs only `commands` then resolves one dependency, and Litestar starts no task
+    group (two tasks) to resolve a level of two."""
+    return Commands(gateway_of(state), str(scope.get("user")))
 
 
 DEPENDENCIES: dict[str, Any] = {

@@ -291,11 +291,13 @@ def _address(request: Request[Any, Any, Any]) -> str:
     return f"address:{request.client.host if request.client else 'unknown'}"
 
 
-def _is_write(request: Request[Any, Any, Any]) -> bool:
+# Coroutines on purpose: Litestar runs a plain function given as `check_throttle_handler`
+# in a worker thread, a thread hop per request and limiter for a dictionary lookup.
+async def _is_write(request: Request[Any, Any, Any]) -> bool:
     return request.route_handler.opt.get("rate_limit") == "writes"
 
 
-def _is_public(request: Request[Any, Any, Any]) -> bool:
+async def _is_public(request: Request[Any, Any, Any]) -> bool:
     return bool(request.route_handler.opt.get("exclude_from_auth")) or (
         request.url.path.startswith("/schema"))
 

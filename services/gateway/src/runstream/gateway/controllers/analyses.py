@@ -80,11 +80,11 @@ class AnalysisController(Controller):
           opt=WRITES, request_max_body_size=MAX_JSON_BYTES, response_headers=[LOCATION],
           responses={200: SETTLED_IN_TIME, **errors(400, 401, 404, 413, 422, 429, 503,
                                                     lock_held=True)})
-    async def submit(self, commands: CommandsDep, settings: SettingsDep, session_id: SessionId,
+    async def submit(self, commands: CommandsDep, session_id: SessionId,
                      data: JSONBody[SubmitAnalysis],
                      prefer: Prefer = "") -> Response[SubmitAccepted]:
         """Starts an analysis of the question: one at a time per session (409 otherwise)."""
-        wait_s = prefer_wait(prefer, settings.prefer_wait_max_s)
+        wait_s = prefer_wait(prefer, commands.g.settings.prefer_wait_max_s)
         result = await commands.submit(session_id, data.question, data.dataset_id, wait_s=wait_s)
         return _answer(result, wait_s)
 
