@@ -24,7 +24,7 @@ from runstream.bus.ordered import Entry, Item, StreamIdentity
 from runstream.bus.partitions import source_of
 from runstream.projector.fold import Batch, State, poison
 from runstream.projector.writer import load, write
-from runstream.store import NOTIFY_CHANNEL, PROJECTOR
+from runstream.store import NOTIFY_CHANNEL, checkpoint_name
 
 logger = structlog.get_logger()
 
@@ -36,11 +36,6 @@ __all__ = [
     "PROJECTOR_LOCK", "Item", "OutOfOrder", "Projector", "StreamMismatch", "checkpoint_name",
     "fold_batch",
 ]  # fmt: skip
-
-
-def checkpoint_name(partitions: int, part: int) -> str:
-    """The checkpoint row of partition `part` of `partitions` (`projector` when P=1)."""
-    return PROJECTOR if partitions <= 1 else f"{PROJECTOR}.{partitions}.{part}"
 
 
 def notify_payload(part: int | None, source_seq: int) -> str:
@@ -237,11 +232,16 @@ class Projector:
         `source_seq` up to it when the committed checkpoint is that position; returns
         whether it moved."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await self._lock_checkpoint(conn)
-            self._check_identity(row["stream"], row["stream_created"])
-            if int(row["seq"]) != position or (row["source_seq"] or 0) >= source:
-                return False
-            await self._commit_position(conn, position, source)
+            return await self.advance_in_transaction(conn, position, source)
+
+    async def advance_in_transaction(
+        self, conn: asyncpg.Connection, position: int, source: int
+    ) -> bool:
+        row = await self._lock_checkpoint(conn)
+        self._check_identity(row["stream"], row["stream_created"])
+        if int(row["seq"]) != position or (row["source_seq"] or 0) >= source:
+            return False
+        await self._commit_position(conn, position, source)
         return True
 
     async def _bisect(self, conn: asyncpg.Connection, items: list[Raw]) -> None:
