@@ -125,6 +125,11 @@ async def rebuild_from(
                 # recreated): the rebuild is then the truth of what the stream still holds.
                 log.warning("rebuild.behind_live", checkpoint=checkpoint, live=previous)
             poison = await conn.fetchval("SELECT count(*) FROM poison_events")
+            positions = await conn.fetch(
+                "SELECT split_part(name, '.', 3)::int, coalesce(source_seq, 0)"
+                " FROM projection_checkpoints WHERE name = ANY($1::text[])",
+                [checkpoint_name(partitions, k) for k in range(partitions)],
+            ) if partitions > 1 else []
             # Dropping the old tables waits for readers still inside them; give up (and
             # leave the live schema untouched) rather than queue every new reader behind.
             await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
@@ -134,11 +139,7 @@ async def rebuild_from(
             if live_exists:
                 await conn.execute(f'DROP SCHEMA "{old}" CASCADE')
             if partitions > 1:
-                for part, covered in await conn.fetch(
-                    "SELECT split_part(name, '.', 3)::int, coalesce(source_seq, 0)"
-                    " FROM projection_checkpoints WHERE name = ANY($1::text[])",
-                    [checkpoint_name(partitions, k) for k in range(partitions)],
-                ):
+                for part, covered in positions:
                     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL,
                                        notify_payload(part, covered))
             else:
