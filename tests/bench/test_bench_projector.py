@@ -96,10 +96,11 @@ class Folders:
 
     def __init__(
         self, env: BenchEnv, schema: str, log_dir: Path, count: int = 1,
-        knobs: dict[str, object] | None = None,
+        knobs: dict[str, object] | None = None, partitions: int = 1,
     ) -> None:
         self.env, self.schema, self.count = env, schema, count
-        self.knobs = knobs or {}
+        self.partitions = partitions
+        self.knobs = {**(knobs or {}), "partitions": partitions}
         self.logs = [log_dir / f"projector-{schema}-{i}.log" for i in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -129,14 +130,29 @@ class Folders:
                     assert proc.poll() is None, log.read_text()[-4000:]
                 assert time.monotonic() < deadline, f"not folded within {timeout} s"
                 with contextlib.suppress(asyncpg.UndefinedTableError):
-                    seq = await conn.fetchval(
-                        f"SELECT min(seq) FROM {self.schema}.projection_checkpoints"
-                    )
-                    now = time.perf_counter()
-                    if seq and first is None:
-                        first = (now, seq)
-                    if seq and seq >= last and first is not None:
-                        return (last - first[1]) / (now - first[0])
+                    if self.partitions <= 1:
+                        seq = await conn.fetchval(
+                            f"SELECT min(seq) FROM {self.schema}.projection_checkpoints"
+                        )
+                        now = time.perf_counter()
+                        if seq and first is None:
+                            first = (now, seq)
+                        if seq and seq >= last and first is not None:
+                            return (last - first[1]) / (now - first[0])
+                    else:
+                        # From the first committed batch of any partition (counted as
+                        # nothing folded yet) until every partition covers the end.
+                        started, least = await conn.fetchrow(
+                            "SELECT max(coalesce(source_seq, 0)),"
+                            " CASE WHEN count(*) = $1 THEN min(coalesce(source_seq, 0))"
+                            f" ELSE 0 END FROM {self.schema}.projection_checkpoints",
+                            self.partitions,
+                        )
+                        now = time.perf_counter()
+                        if started and first is None:
+                            first = (now, 0)
+                        if least and least >= last and first is not None:
+                            return last / (now - first[0])
                 await asyncio.sleep(0.005)
         finally:
             await conn.close()
@@ -191,6 +207,34 @@ async def test_bench_projector_fold_rate_against_a_raw_consumer(
     )
     for label, rate in rates.items():
         print(f"    {label:44s} {rate:7.0f} events/s  ({rate / fold:.2f} x default)")
+
+
+PARTITIONS = (1, 2, 4)
+
+
+@pytest.mark.timeout(1800)
+async def test_bench_projector_fold_rate_by_partitions(
+    bench_env: BenchEnv, tmp_path: Path
+) -> None:
+    """P partitions folded by P projector processes (one lease each), same stream."""
+    last, _ = await _fill(bench_env, FOLD_ANALYSES)
+    rates: dict[int, float] = {}
+    for partitions in PARTITIONS:
+        schema = f"bench_parts_{partitions}"
+        folders = Folders(bench_env, schema, tmp_path, count=partitions,
+                          partitions=partitions)
+        folders.start()
+        try:
+            rates[partitions] = await folders.rate(last)
+        finally:
+            folders.stop()
+        await _check_folded(bench_env.database_url, schema, FOLD_ANALYSES, last)
+    cores = os.cpu_count()
+    print(f"\n[bench partitions] {last} events ({FOLD_ANALYSES} analyses), {cores} cores,"
+          " from the first committed batch until every partition covers the end:")
+    print(f"  {'partitions':>10s} {'processes':>9s} {'events/s':>9s} {'x 1':>6s}")
+    for partitions, rate in rates.items():
+        print(f"  {partitions:10d} {partitions:9d} {rate:9.0f} {rate / rates[1]:6.2f}")
 
 
 def _rebuild(env: BenchEnv, schema: str, log: Path) -> tuple[float, int, Any]:

@@ -75,10 +75,16 @@ class Leases:
                 ))  # fmt: skip
         return self._kv
 
+    async def announce(self) -> None:
+        """Say this replica is here (before claiming anything: replicas starting
+        together then see each other and each claims its share, not all of it)."""
+        kv = await self.kv()
+        await kv.put(f"member.{self.replica}", self.replica.encode())
+
     async def tick(self) -> set[int]:
         """Renew, rebalance, claim; the partitions held afterwards."""
         kv = await self.kv()
-        await kv.put(f"member.{self.replica}", self.replica.encode())
+        await self.announce()
         for part, revision in list(self.held.items()):
             try:
                 self.held[part] = await kv.update(

@@ -263,6 +263,9 @@ class Partitioned:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         self.log.info("projector.started")
+        with contextlib.suppress(Exception):  # NATS away: the first tick tries again
+            await self.leases.announce()
+            await _wait(stop, min(1.0, self.settings.lease_renew_s))
         try:
             while not stop.is_set():
                 try:
