@@ -112,6 +112,8 @@ async def test_the_projector_killed_mid_burst_loses_and_repeats_nothing(
         for name in PROJECTORS:
             services.start(name, "projector")
         try:
+            if TEST_PARTITIONS > 1:  # every partition claimed and folding
+                await wait_until(lambda: _partitions_up(database_url), timeout=60)
             sessions = await open_sessions(c, BURST)
             async with Bus.connect(bus_settings(stack.settings), name="faults") as bus:
                 await wait_until(lambda: _caught_up(database_url, bus), timeout=30)
@@ -173,6 +175,17 @@ async def test_a_postgres_restart_mid_burst_loses_and_repeats_nothing(
 
 async def _caught_up(dsn: str, bus: Bus) -> bool:
     return await _checkpoint(dsn) >= await bus.last_seq()
+
+
+async def _partitions_up(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM runstream.projection_checkpoints")
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return False
+    finally:
+        await conn.close()
+    return int(rows) >= TEST_PARTITIONS
 
 
 async def _beyond(dsn: str, seq: int) -> bool:

@@ -183,13 +183,13 @@ class FoldLoop:
         self._advanced_at = time.monotonic()
         js = self.bus.js
         last = int((await js.stream_info(self.stream)).state.last_seq)
-        if last <= 0:
-            return
-        try:
-            message = await js.get_msg(self.stream, seq=last, direct=True)
-        except NotFoundError:
-            return  # deleted or aged out meanwhile: the next tick tries again
-        origin, _ = source_of(message.headers)
+        origin = 0  # an empty view: the checkpoint row is created, at position 0
+        if last > 0:
+            try:
+                message = await js.get_msg(self.stream, seq=last, direct=True)
+            except NotFoundError:
+                return  # deleted or aged out meanwhile: the next tick tries again
+            origin, _ = source_of(message.headers)
         if reader.position != position or await reader.pending() > 0:
             return  # something of this partition is on its way: not idle
         await self.projector.advance_idle(position, origin)
