@@ -97,6 +97,8 @@ async def rebuild_from(
     folds: list[tuple[OrderedReader, Projector]] = []
     try:
         await migrate(pool, fresh)
+        if partitions > 1:
+            await wait_sourced(js, stream, source)
         identity = await stream_identity(js, source)
         for reader, part in parts:
             projector = Projector(pool, lock_key=None, notify=False, partitions=partitions,
@@ -113,6 +115,8 @@ async def rebuild_from(
                 "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
             )
             previous = await _live_checkpoint(conn, schema, partitions) if live_exists else None
+            if partitions > 1:  # the view holds at least what the live projector could fold
+                await wait_sourced(js, stream, source)
             for reader, projector in folds:
                 while items := await reader.read_to_end():
                     await projector.apply_in_transaction(conn, items)
@@ -180,6 +184,32 @@ async def _fold_to_end(reader: OrderedReader, projector: Projector) -> int:
         fetching.cancel()
         await asyncio.wait([fetching])
     return events
+
+
+async def wait_sourced(
+    js: JetStreamContext, stream: str, view: str, *, timeout_s: float = 120.0
+) -> None:
+    """Wait until the view holds every event the stream holds now: the origin of the
+    view's last message reaches the stream's last sequence (or, that message deleted
+    from the stream meanwhile, the view reports no lag)."""
+    target = int((await js.stream_info(stream)).state.last_seq)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        info = await js.stream_info(view)
+        last = int(info.state.last_seq)
+        origin = 0
+        if last > 0:
+            origin, _ = source_of((await js.get_msg(view, seq=last, direct=True)).headers)
+        if origin >= target:
+            return
+        waited = loop.time() - started
+        if waited > 2.0 and info.sources and all(not src.lag for src in info.sources):
+            return
+        if waited > timeout_s:
+            raise TimeoutError(f"view {view} reached {origin} of {stream}'s {target} "
+                               f"within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 async def _advance_idle(
