@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -20,6 +21,9 @@ from runstream.runtime import keep_running
 from runstream.testing.servers import free_port
 
 JWT_SECRET = "test-secret-" + secrets.token_hex(24)
+
+# The suites run with P partitions when RUNSTREAM_TEST_PARTITIONS says so (default 1).
+TEST_PARTITIONS = int(os.environ.get("RUNSTREAM_TEST_PARTITIONS", "1"))
 
 
 @dataclass
@@ -71,13 +75,16 @@ async def run_stack(
     projector: bool = True,
     overrides: dict[str, Any] | None = None,
     worker_overrides: dict[str, Any] | None = None,
+    partitions: int = TEST_PARTITIONS,
+    projectors: int = 1,
 ) -> AsyncIterator[Stack]:
     from runstream.gateway.app import create_app
     from runstream.gateway.auth import Tokens
     from runstream.gateway.settings import GatewaySettings
 
     common: dict[str, Any] = {"nats_url": nats_url, "stream": stream, "prefix": prefix,
-              "datasets_bucket": f"DS_{stream}", "database_url": database_url}
+              "datasets_bucket": f"DS_{stream}", "database_url": database_url,
+              "partitions": partitions}
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
     servers: list[Any] = []
@@ -86,13 +93,18 @@ async def run_stack(
             from runstream.projector.service import ProjectorSettings, run_projector
             from runstream.store import postgres_unavailable
 
-            ready = asyncio.Event()
             projector_settings = ProjectorSettings(**common)
-            # Run as `python -m runstream.projector` does: started again after an outage.
-            tasks.append(asyncio.create_task(keep_running(
-                "projector", lambda: run_projector(projector_settings, stop, ready=ready),
-                stop, transient=postgres_unavailable)))
-            await _ready(ready, tasks[-1])
+
+            def fold(ready: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
+                return lambda: run_projector(projector_settings, stop, ready=ready)
+
+            for _ in range(projectors):
+                ready = asyncio.Event()
+                # Run as `python -m runstream.projector` does: started again after an
+                # outage.
+                tasks.append(asyncio.create_task(keep_running(
+                    "projector", fold(ready), stop, transient=postgres_unavailable)))
+                await _ready(ready, tasks[-1])
         if workers:
             for start in _worker_starters():
                 ready = asyncio.Event()

@@ -46,6 +46,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                            "openai": {"baseUrl": "http://llm:8080/v1", "model": "m"}},
         "config": {"otlpEndpoint": "http://otel:4318", "extra": {"RUNSTREAM_X": 1}},
         "image": {"registry": "registry.example.com/rs", "tag": "abc123"},
+        "projector": {"replicas": 2, "partitions": 4},
     },
     "external-postgres-and-nats": {
         "postgres": {"enabled": False, "externalUrl": "postgresql://u:p@db:5432/rs"},

@@ -32,10 +32,12 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from runstream.bus import Bus
+from runstream.bus.partitions import provision_view, view_name
 from runstream.contracts import AnalysisRequested, AnalysisSettled, SessionCreated, encode
 from runstream.projector import writer as W
 from runstream.projector.fold import Batch, Row
 from runstream.projector.projector import session_settings
+from runstream.projector.rebuild import wait_sourced
 from runstream.store import open_store
 from tests.bench.streams import (
     ANALYSES_PER_SESSION,
@@ -96,10 +98,11 @@ class Folders:
 
     def __init__(
         self, env: BenchEnv, schema: str, log_dir: Path, count: int = 1,
-        knobs: dict[str, object] | None = None,
+        knobs: dict[str, object] | None = None, partitions: int = 1,
     ) -> None:
         self.env, self.schema, self.count = env, schema, count
-        self.knobs = knobs or {}
+        self.partitions = partitions
+        self.knobs = {**(knobs or {}), "partitions": partitions}
         self.logs = [log_dir / f"projector-{schema}-{i}.log" for i in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -119,7 +122,10 @@ class Folders:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
 
-    async def rate(self, last: int, timeout: float = 600) -> float:
+    async def rate(self, last: int, timeout: float = 600, *, uniform: bool = False) -> float:
+        """Events/s from the first committed batch to the last sequence. `uniform`:
+        counted the partitioned way for any P (from the first batch of any partition,
+        as if nothing were folded yet, until every partition covers the end)."""
         conn = await asyncpg.connect(self.env.database_url)
         try:
             first: tuple[float, int] | None = None
@@ -129,14 +135,29 @@ class Folders:
                     assert proc.poll() is None, log.read_text()[-4000:]
                 assert time.monotonic() < deadline, f"not folded within {timeout} s"
                 with contextlib.suppress(asyncpg.UndefinedTableError):
-                    seq = await conn.fetchval(
-                        f"SELECT min(seq) FROM {self.schema}.projection_checkpoints"
-                    )
-                    now = time.perf_counter()
-                    if seq and first is None:
-                        first = (now, seq)
-                    if seq and seq >= last and first is not None:
-                        return (last - first[1]) / (now - first[0])
+                    if self.partitions <= 1 and not uniform:
+                        seq = await conn.fetchval(
+                            f"SELECT min(seq) FROM {self.schema}.projection_checkpoints"
+                        )
+                        now = time.perf_counter()
+                        if seq and first is None:
+                            first = (now, seq)
+                        if seq and seq >= last and first is not None:
+                            return (last - first[1]) / (now - first[0])
+                    else:
+                        # From the first committed batch of any partition (counted as
+                        # nothing folded yet) until every partition covers the end.
+                        started, least = await conn.fetchrow(
+                            "SELECT max(coalesce(source_seq, seq)),"
+                            " CASE WHEN count(*) = $1 THEN min(coalesce(source_seq, seq))"
+                            f" ELSE 0 END FROM {self.schema}.projection_checkpoints",
+                            self.partitions,
+                        )
+                        now = time.perf_counter()
+                        if started and first is None:
+                            first = (now, 0)
+                        if least and least >= last and first is not None:
+                            return last / (now - first[0])
                 await asyncio.sleep(0.005)
         finally:
             await conn.close()
@@ -191,6 +212,41 @@ async def test_bench_projector_fold_rate_against_a_raw_consumer(
     )
     for label, rate in rates.items():
         print(f"    {label:44s} {rate:7.0f} events/s  ({rate / fold:.2f} x default)")
+
+
+PARTITIONS = (1, 2, 4)
+
+
+@pytest.mark.timeout(1800)
+async def test_bench_projector_fold_rate_by_partitions(
+    bench_env: BenchEnv, tmp_path: Path
+) -> None:
+    """P partitions folded by P projector processes (one lease each), same stream. The
+    view of each P is sourced before its projectors start (sourcing runs at the stream's
+    rate in a live system), and leases renew every 0.3 s so the replicas settle on
+    their shares at once: what is measured is the fold."""
+    last, _ = await _fill(bench_env, FOLD_ANALYSES)
+    rates: dict[int, float] = {}
+    for partitions in PARTITIONS:
+        if partitions > 1:
+            async with Bus.connect(bench_env.bus_settings(), name="bench-view") as bus:
+                await provision_view(bus.js, bus.stream, bus.settings.prefix, partitions)
+                await wait_sourced(bus.js, bus.stream, view_name(bus.stream, partitions))
+        schema = f"bench_parts_{partitions}"
+        folders = Folders(bench_env, schema, tmp_path, count=partitions,
+                          partitions=partitions, knobs={"lease_renew_s": 0.3})
+        folders.start()
+        try:
+            rates[partitions] = await folders.rate(last, uniform=True)
+        finally:
+            folders.stop()
+        await _check_folded(bench_env.database_url, schema, FOLD_ANALYSES, last)
+    cores = os.cpu_count()
+    print(f"\n[bench partitions] {last} events ({FOLD_ANALYSES} analyses), {cores} cores,"
+          " from the first committed batch until every partition covers the end:")
+    print(f"  {'partitions':>10s} {'processes':>9s} {'events/s':>9s} {'x 1':>6s}")
+    for partitions, rate in rates.items():
+        print(f"  {partitions:10d} {partitions:9d} {rate:9.0f} {rate / rates[1]:6.2f}")
 
 
 def _rebuild(env: BenchEnv, schema: str, log: Path) -> tuple[float, int, Any]:

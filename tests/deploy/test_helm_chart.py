@@ -123,11 +123,34 @@ def test_projector_and_workers_are_probed_on_the_metrics_side_port() -> None:
             "containerPort: {{ .Values.metricsPort }}" in text
 
 
-def test_projector_is_a_single_writer() -> None:
+def test_projector_replicas_and_partitions_are_rendered(values: dict[str, Any]) -> None:
+    # Defaults: one partition, one writer, rolled with Recreate (never two at once).
+    assert (values["projector"]["replicas"], values["projector"]["partitions"]) == (1, 1)
     text = template("projector.yaml")
-    assert "replicas: 1\n" in text
-    assert "type: Recreate" in text
+    deployment = text.split("kind: Deployment", 1)[1]
+    assert "replicas: {{ $p.replicas | default 1 }}" in block(deployment, "spec")
+    assert "$partitions := int ($p.partitions | default 1)" in text
+    strategy = block(deployment, "strategy")
+    assert "{{- if gt $partitions 1 }}" in strategy
+    assert "type: RollingUpdate" in strategy and "type: Recreate" in strategy
+    assert strategy.index("type: RollingUpdate") < strategy.index("{{- else }}") \
+        < strategy.index("type: Recreate")
     assert "HorizontalPodAutoscaler" not in text
+    # P reaches the projector and the gateway through the one shared ConfigMap.
+    config = template("configmap.yaml")
+    assert re.search(r"RUNSTREAM_PARTITIONS: \{\{ \.Values\.projector\.partitions "
+                     r"\| default 1 \| toString \| quote \}\}", config)
+    for name in ("projector.yaml", "gateway.yaml"):
+        assert "-config" in block(template(name), "envFrom")
+    # Every settings class reads it from RUNSTREAM_PARTITIONS.
+    from runstream.gateway.settings import GatewaySettings
+    from runstream.projector.service import ProjectorSettings
+
+    assert "partitions" in GatewaySettings.model_fields
+    assert "partitions" in ProjectorSettings.model_fields
+    # The lint value sets render a partitioned projector.
+    lint = (CHART.parent / "lint.py").read_text(encoding="utf-8")
+    assert '"projector": {"replicas": 2, "partitions": 4}' in lint
 
 
 def test_each_worker_has_a_cpu_autoscaler_and_a_disruption_budget(

@@ -42,9 +42,24 @@ from runstream.contracts import (
     decode,
 )
 from runstream.projector.rebuild import rebuild_from
-from runstream.store import PROJECTOR
+from runstream.store import checkpoint_name
 from services.projector.tests.unit.projector_helpers import dump
 from tests.integration.pipeline_support import sales_csv
+from tests.stack import TEST_PARTITIONS
+
+# The projector's position in the event stream: its checkpoint, or with P partitions
+# the least `source_seq` of them all (0 until every partition has a checkpoint).
+POSITION_SQL = (
+    "SELECT coalesce((SELECT seq FROM {table} WHERE name = 'projector'), 0)"
+    if TEST_PARTITIONS <= 1 else
+    "SELECT CASE WHEN count(*) = {p} THEN min(coalesce(source_seq, 0)) ELSE 0 END"
+    " FROM {table} WHERE name IN ({names})"
+)
+
+
+def position_sql(table: str = "projection_checkpoints") -> str:
+    names = ", ".join(f"'{checkpoint_name(TEST_PARTITIONS, k)}'" for k in range(TEST_PARTITIONS))
+    return POSITION_SQL.format(table=table, p=TEST_PARTITIONS, names=names)
 
 QUESTION = "average revenue by region"
 
@@ -97,6 +112,7 @@ def service_env(settings: Any, database_url: str) -> dict[str, str]:
         "RUNSTREAM_NATS_URL": settings.nats_url, "RUNSTREAM_STREAM": settings.stream,
         "RUNSTREAM_PREFIX": settings.prefix, "RUNSTREAM_DATASETS_BUCKET": settings.datasets_bucket,
         "RUNSTREAM_DATABASE_URL": database_url, "RUNSTREAM_LOG_JSON": "true",
+        "RUNSTREAM_PARTITIONS": str(TEST_PARTITIONS),
     }
 
 
@@ -216,9 +232,7 @@ async def _caught_up(pool: asyncpg.Pool, last_seq: int, timeout: float) -> int:
     seq = 0
     while True:
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            seq = await pool.fetchval(
-                "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)",
-                PROJECTOR)
+            seq = await pool.fetchval(position_sql())
             if seq >= last_seq:
                 return int(seq)
         if time.perf_counter() > deadline:
@@ -322,7 +336,8 @@ async def measure(
         # The read models equal a fresh rebuild of the stream, row for row.
         live = await dump(pool, schema)
         await rebuild_from(database_url, bus.js, bus.stream, bus.subjects.all,
-                           schema=verify_schema)
+                           schema=verify_schema, partitions=TEST_PARTITIONS,
+                           prefix=bus.settings.prefix)
         rebuilt = await dump(pool, verify_schema)
         for table in live:
             have, want = _rows(live[table]), _rows(rebuilt[table])

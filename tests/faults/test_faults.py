@@ -24,12 +24,16 @@ from tests.faults.support import (
     bus_settings,
     measure,
     open_sessions,
+    position_sql,
     service_env,
     verify,
     wait_settled,
 )
 from tests.integration.conftest import HIGH_RATE_LIMITS
-from tests.stack import run_stack
+from tests.stack import TEST_PARTITIONS, run_stack
+
+# With partitions, two projector replicas share them (and are both killed).
+PROJECTORS = ["projector"] if TEST_PARTITIONS <= 1 else ["projector", "projector-2"]
 
 # A burst of 4x the largest default worker concurrency (the analysis worker's), which is
 # 16x the execution worker's.
@@ -39,8 +43,7 @@ BURST = 4 * AnalysisWorkerSettings().concurrency
 async def _checkpoint(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval(
-            "SELECT coalesce((SELECT seq FROM runstream.projection_checkpoints), 0)"))
+        return int(await conn.fetchval(position_sql("runstream.projection_checkpoints")))
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
         return 0
     finally:
@@ -106,8 +109,11 @@ async def test_the_projector_killed_mid_burst_loses_and_repeats_nothing(
     async with stack_factory(projector=False, workers=True, overrides=HIGH_RATE_LIMITS) as stack, \
             stack.client(timeout=60) as c:
         services = Services(service_env(stack.settings, database_url), tmp_path)
-        services.start("projector", "projector")
+        for name in PROJECTORS:
+            services.start(name, "projector")
         try:
+            if TEST_PARTITIONS > 1:  # every partition claimed and folding
+                await wait_until(lambda: _partitions_up(database_url), timeout=60)
             sessions = await open_sessions(c, BURST)
             async with Bus.connect(bus_settings(stack.settings), name="faults") as bus:
                 await wait_until(lambda: _caught_up(database_url, bus), timeout=30)
@@ -116,11 +122,13 @@ async def test_the_projector_killed_mid_burst_loses_and_repeats_nothing(
                     mark = await _checkpoint(database_url)
                     await wait_until(lambda m=mark: _beyond(database_url, m + 150),
                                      timeout=60, interval=0.01)
-                    services.kill9("projector")
+                    for name in PROJECTORS:
+                        services.kill9(name)
                     down_at = await _last_seq(bus)
                     await wait_until(lambda d=down_at: _stream_beyond(bus, d + 100),
                                      timeout=60)
-                    services.start("projector", "projector")
+                    for name in PROJECTORS:
+                        services.start(name, "projector")
                 await wait_settled(bus, b.messages, timeout=120)
                 await verify(bus, database_url, b.messages)
         finally:
@@ -149,7 +157,8 @@ async def test_a_postgres_restart_mid_burst_loses_and_repeats_nothing(
     cluster, dsn = own_postgres
     async with run_stack(nats_url=nats_url, stream=stream_names.stream,
                          prefix=stream_names.prefix, database_url=dsn, workers=True,
-                         overrides=HIGH_RATE_LIMITS) as stack, stack.client(timeout=60) as c:
+                         overrides=HIGH_RATE_LIMITS, projectors=len(PROJECTORS)) as stack, \
+            stack.client(timeout=60) as c:
         sessions = await open_sessions(c, BURST)
         async with Bus.connect(bus_settings(stack.settings), name="faults") as bus:
             b = await burst(c, sessions)
@@ -166,6 +175,17 @@ async def test_a_postgres_restart_mid_burst_loses_and_repeats_nothing(
 
 async def _caught_up(dsn: str, bus: Bus) -> bool:
     return await _checkpoint(dsn) >= await bus.last_seq()
+
+
+async def _partitions_up(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM runstream.projection_checkpoints")
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return False
+    finally:
+        await conn.close()
+    return int(rows) >= TEST_PARTITIONS
 
 
 async def _beyond(dsn: str, seq: int) -> bool:

@@ -358,3 +358,76 @@ def _registered(models: ReadModels):
         return bool(models._waiters)
 
     return probe
+
+
+async def test_step_estimates_combine_the_means_of_every_partition(
+    pool: asyncpg.Pool, read_models: ReadModels
+) -> None:
+    async with pool.acquire() as conn:
+        await rows.session(conn, "s1")
+    await rows.insert(pool, "step_durations", part=0, step="plan", count=3, mean_ms=1000.0)
+    await rows.insert(pool, "step_durations", part=1, step="plan", count=1, mean_ms=2000.0)
+    await rows.insert(pool, "step_durations", part=2, step="chart", count=2, mean_ms=500.4)
+    status = await read_models.analysis_status("s1")
+    assert status is not None
+    assert status["step_estimates"] == {"chart": 500, "plan": 1250}  # (3*1000 + 2000) / 4
+    assert await read_models.step_eta_ms("plan") == 1250
+    assert await read_models.step_eta_ms("never") is None
+
+
+async def test_with_partitions_a_read_is_as_of_its_sessions_partition(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    from runstream.contracts import partition_of
+    from runstream.store import checkpoint_name
+
+    models = ReadModels(pool, dsn=database_url, partitions=4, poll_interval=30.0)
+    sids = {partition_of(f"sess{i}", 4): f"sess{i}" for i in range(20)}
+    assert sorted(sids) == [0, 1, 2, 3]
+    try:
+        async with pool.acquire() as conn:
+            for part, sid in sids.items():
+                await rows.session(conn, sid)
+                await rows.message(conn, f"m{part}", sid, sort_key=1)
+            # Partition k covers the event stream up to 10 * (k + 1); 3 has no row yet.
+            for part in (0, 1, 2):
+                await conn.execute(
+                    "INSERT INTO projection_checkpoints (name, seq, source_seq)"
+                    " VALUES ($1, 1, $2)", checkpoint_name(4, part), 10 * (part + 1))
+        for part in (0, 1, 2):
+            session = await models.get_session(sids[part])
+            assert session is not None and session["as_of_seq"] == 10 * (part + 1)
+            message = await models.get_message(f"m{part}")
+            assert message is not None and message["as_of_seq"] == 10 * (part + 1)
+            assert (await models.get_logs(f"m{part}"))["as_of_seq"] == 10 * (part + 1)
+        # Without a session: the least of all partitions, 0 while one has no checkpoint.
+        assert (await models.list_sessions("alice"))["as_of_seq"] == 0
+        assert await models.checkpoint() == 0
+        assert await models.wait_for_seq(20, timeout=0, session_id=sids[1]) is True
+        assert await models.wait_for_seq(21, timeout=0, session_id=sids[1]) is False
+        # A waiter on one partition is woken by its partition's NOTIFY, not another's.
+        waiting = asyncio.create_task(models.wait_for_seq(25, timeout=20, session_id=sids[1]))
+        everywhere = asyncio.create_task(models.wait_for_seq(15, timeout=20))
+        await asyncio.sleep(0.3)
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE projection_checkpoints SET source_seq = 20 WHERE name = $1",
+                checkpoint_name(4, 0))
+            await conn.execute("SELECT pg_notify('rs_projected', '0:20')")
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            await conn.execute(
+                "UPDATE projection_checkpoints SET source_seq = 30 WHERE name = $1",
+                checkpoint_name(4, 1))
+            await conn.execute("SELECT pg_notify('rs_projected', '1:30')")
+            assert await asyncio.wait_for(waiting, 5) is True
+            assert not everywhere.done()
+            await conn.execute(
+                "INSERT INTO projection_checkpoints (name, seq, source_seq) VALUES ($1, 1, 40)",
+                checkpoint_name(4, 3))
+            for part, seq in ((2, 30), (3, 40)):
+                await conn.execute("SELECT pg_notify('rs_projected', $1)", f"{part}:{seq}")
+        assert await asyncio.wait_for(everywhere, 5) is True
+        assert (await models.list_sessions("alice"))["as_of_seq"] == 20
+    finally:
+        await models.close()

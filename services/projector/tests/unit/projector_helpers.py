@@ -28,7 +28,7 @@ TABLES = {
     "messages": "message_id",
     "message_logs": "message_id, seq",
     "message_steps": "message_id, step",
-    "step_durations": "step",
+    "step_durations": "part, step",
     "session_locks": "session_id",
     "datasets": "dataset_id",
     "chart_tasks": "task_id",

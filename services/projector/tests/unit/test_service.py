@@ -29,16 +29,20 @@ def _faults(kind: str) -> float:
     return REGISTRY.get_sample_value("runstream_projector_faults_total", {"kind": kind}) or 0.0
 
 
-def _settings(nats_url: str, database_url: str, names: Any) -> ProjectorSettings:
+def _settings(
+    nats_url: str, database_url: str, names: Any, partitions: int = 1
+) -> ProjectorSettings:
     return ProjectorSettings(
-        nats_url=nats_url, database_url=database_url, stream=names.stream, prefix=names.prefix
+        nats_url=nats_url, database_url=database_url, stream=names.stream, prefix=names.prefix,
+        partitions=partitions,
     )
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 async def test_the_service_folds_what_is_published_within_moments(
-    nats_url: str, database_url: str, stream_names: Any
+    nats_url: str, database_url: str, stream_names: Any, partitions: int
 ) -> None:
-    settings = _settings(nats_url, database_url, stream_names)
+    settings = _settings(nats_url, database_url, stream_names, partitions)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_projector(settings, stop, ready))
     try:
@@ -48,7 +52,7 @@ async def test_the_service_folds_what_is_published_within_moments(
                 BusSettings(url=nats_url, stream=stream_names.stream, prefix=stream_names.prefix),
                 name="t",
             ) as bus,
-            open_store(database_url, migrate=False) as store,
+            open_store(database_url, migrate=False, partitions=partitions) as store,
         ):
             script = Script(bus.js, stream_names.prefix)
             req = script.requested()
@@ -58,24 +62,27 @@ async def test_the_service_folds_what_is_published_within_moments(
             assert status is not None
             assert (status["is_analyzing"], status["message_id"]) == (True, req.message_id)
 
-            # An idle projector picks up a single event fast (no batch-fill wait).
+            # An idle projector picks up a single event fast (no batch-fill wait): a read
+            # of the session waits on its partition only.
             started = time.perf_counter()
             [seq] = await script.publish(script.msg(LogAppended, req.message_id, text="hi"))
-            assert await store.read_models.wait_for_seq(seq, timeout=10)
+            assert await store.read_models.wait_for_seq(seq, timeout=10,
+                                                        session_id=script.session_id)
             assert time.perf_counter() - started < 1.0
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 async def test_a_restarted_service_resumes_from_its_checkpoint(
-    nats_url: str, database_url: str, stream_names: Any
+    nats_url: str, database_url: str, stream_names: Any, partitions: int
 ) -> None:
-    settings = _settings(nats_url, database_url, stream_names)
+    settings = _settings(nats_url, database_url, stream_names, partitions)
     bus_settings = BusSettings(url=nats_url, stream=stream_names.stream, prefix=stream_names.prefix)
     async with (
         Bus.connect(bus_settings, name="t") as bus,
-        open_store(database_url) as store,
+        open_store(database_url, partitions=partitions) as store,
     ):
         await bus.provision()
         script = Script(bus.js, stream_names.prefix)

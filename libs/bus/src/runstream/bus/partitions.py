@@ -22,16 +22,12 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-_FNV_OFFSET = 0x811C9DC5
-_FNV_PRIME = 0x01000193
+from runstream.contracts import partition_of
 
-
-def partition_of(session_id: str, partitions: int) -> int:
-    """The partition NATS's `{{partition(P,1)}}` puts this session in."""
-    digest = _FNV_OFFSET
-    for byte in session_id.encode():
-        digest = ((digest ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
-    return digest % partitions
+__all__ = [
+    "partition_filter", "partition_of", "provision_view", "source_of", "view_config",
+    "view_name", "view_prefix",
+]  # fmt: skip
 
 
 def view_name(stream: str, partitions: int) -> str:
@@ -63,6 +59,8 @@ def view_config(
         # The event stream already refused duplicates; a copy sourced late must not be
         # taken for one here.
         duplicate_window=0.1,  # the least the server takes
+        # An idle partition reads the origin of the view's last message by direct get.
+        allow_direct=True,
     )
 
 

@@ -94,7 +94,13 @@ from runstream.contracts.status import (
     sql_list,
 )
 from runstream.contracts.steps import PIPELINE_STEPS, STEP_TITLES, step_index
-from runstream.contracts.subjects import DEFAULT_PREFIX, STREAM_NAME, SubjectParts, Subjects
+from runstream.contracts.subjects import (
+    DEFAULT_PREFIX,
+    STREAM_NAME,
+    SubjectParts,
+    Subjects,
+    partition_of,
+)
 
 __all__ = [
     "ACTIVE",
@@ -179,6 +185,7 @@ __all__ = [
     "json_safe",
     "json_schema",
     "new_id",
+    "partition_of",
     "sql_list",
     "step_index",
     "to_builtins",

@@ -105,3 +105,17 @@ class Subjects:
                 )
             case _:
                 raise InvalidSubject(f"unrecognised subject {subject!r}")
+
+
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+
+
+def partition_of(session_id: str, partitions: int) -> int:
+    """The partition of a session when the stream is folded in `partitions` partitions:
+    what NATS's subject transform `{{partition(P,1)}}` computes (FNV-1a of the session id,
+    modulo P), so readers know which partition's position a session's reads wait on."""
+    digest = _FNV_OFFSET
+    for byte in session_id.encode():
+        digest = ((digest ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
+    return digest % partitions

@@ -48,3 +48,6 @@ class DatabaseSettings(ServiceSettings):
         validation_alias=AliasChoices("RUNSTREAM_DATABASE_URL", "DATABASE_URL"),
     )
     db_schema: str = "runstream"
+    # P: the stream is folded in P partitions by session (docs/projector.md). The same
+    # value for the projector and the gateway: it names the checkpoints a read waits on.
+    partitions: int = Field(default=1, ge=1, le=1024)

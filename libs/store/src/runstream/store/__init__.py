@@ -9,7 +9,7 @@ from runstream.store.pool import (
     init_connection,
     validate_schema,
 )
-from runstream.store.queries import NOTIFY_CHANNEL, PROJECTOR, ReadModels
+from runstream.store.queries import NOTIFY_CHANNEL, PROJECTOR, ReadModels, checkpoint_name
 from runstream.store.store import Store, open_store
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ReadModels",
     "Store",
     "StoreError",
+    "checkpoint_name",
     "connect",
     "create_pool",
     "init_connection",

@@ -4,6 +4,12 @@ A read that spans several queries runs in one REPEATABLE READ read-only transact
 reads the projector checkpoint inside that same snapshot. The projector commits rows and
 checkpoint together, so `as_of_seq` is exactly the last stream sequence the snapshot
 reflects: streaming from `after_seq=as_of_seq` yields precisely what it lacks.
+
+With P partitions (`partitions` > 1) the position of a read is per session: a read of
+one session (its session, messages, a message, its logs, charts, analysis status) is as
+of its partition's position (`source_seq` of the partition's checkpoint); a read without
+a session (the session list) is as of the least position of all partitions
+(docs/read-models.md, "Positions with partitions").
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from runstream.contracts import ACTIVE, sql_list
+from runstream.contracts import ACTIVE, partition_of, sql_list
 
 logger = structlog.get_logger()
 
@@ -50,6 +56,37 @@ _DATASET_COLS = """
 """
 _ACTIVE_TASK = f"status IN {sql_list(ACTIVE)}"
 _CHECKPOINT_SQL = "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)"
+_SOURCE_SQL = (
+    "SELECT coalesce((SELECT source_seq FROM projection_checkpoints WHERE name = $1), 0)"
+)
+# The least position of all partitions (0 while one of them has no checkpoint yet).
+_LEAST_SQL = """
+SELECT CASE WHEN count(*) = $2 THEN min(coalesce(source_seq, 0)) ELSE 0 END
+FROM projection_checkpoints WHERE name = ANY($1::text[])
+"""
+_SESSION_OF_MESSAGE = "SELECT session_id FROM messages WHERE message_id = $1"
+# Each partition keeps its own running means: combined, weighted by their counts.
+_ESTIMATES_SQL = """
+SELECT step, sum(count * mean_ms) / nullif(sum(count), 0) AS mean_ms
+FROM step_durations GROUP BY step HAVING sum(count) > 0 ORDER BY step
+"""
+_ESTIMATE_SQL = """
+SELECT sum(count * mean_ms) / nullif(sum(count), 0) FROM step_durations WHERE step = $1
+"""
+
+
+def checkpoint_name(partitions: int, part: int) -> str:
+    """The checkpoint row of partition `part` of `partitions` (`projector` when P=1)."""
+    return PROJECTOR if partitions <= 1 else f"{PROJECTOR}.{partitions}.{part}"
+
+
+def parse_notify(payload: str) -> tuple[int | None, int] | None:
+    """`rs_projected` payload -> (partition or None for the single projector, position)."""
+    part, _, seq = payload.rpartition(":")
+    try:
+        return (int(part) if part else None), int(seq)
+    except ValueError:
+        return None
 
 
 def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -73,8 +110,11 @@ class ReadModels:
         projector: str = PROJECTOR,
         poll_interval: float = 0.5,
         connect_timeout: float = 10.0,
+        partitions: int = 1,
     ) -> None:
         self._pool = pool
+        self.partitions = partitions
+        self._names = [checkpoint_name(partitions, k) for k in range(partitions)]
         self._dsn = dsn
         self._projector = projector
         self._poll_interval = poll_interval
@@ -84,8 +124,10 @@ class ReadModels:
         self._listener_retry_at = 0.0
         self._relisten: asyncio.Task[None] | None = None
         self._closed = False
-        self._notified = 0
-        self._waiters: set[tuple[int, asyncio.Future[None]]] = set()
+        # partition (0 for the single projector) -> the latest position NOTIFY reported
+        self._notified: dict[int, int] = {}
+        # (partition, or None for the least of all; position; woken when reached)
+        self._waiters: set[tuple[int | None, int, asyncio.Future[None]]] = set()
 
     # --- plumbing ---------------------------------------------------------------------
     @asynccontextmanager
@@ -94,8 +136,28 @@ class ReadModels:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 yield conn
 
-    async def _as_of(self, conn: asyncpg.Connection) -> int:
-        return int(await conn.fetchval(_CHECKPOINT_SQL, self._projector))
+    def partition(self, session_id: str | None) -> int | None:
+        """The partition whose position a read of `session_id` is as of (None: the least
+        of all partitions; 0 for the single projector)."""
+        if self.partitions <= 1:
+            return 0
+        return None if session_id is None else partition_of(session_id, self.partitions)
+
+    async def _as_of(self, conn: asyncpg.Connection, session_id: str | None = None) -> int:
+        """The position this snapshot reflects for a read of `session_id` (None: a read
+        across sessions)."""
+        if self.partitions <= 1:
+            return int(await conn.fetchval(_CHECKPOINT_SQL, self._projector))
+        part = self.partition(session_id)
+        if part is None:
+            return int(await conn.fetchval(_LEAST_SQL, self._names, self.partitions))
+        return int(await conn.fetchval(_SOURCE_SQL, self._names[part]))
+
+    async def _as_of_message(self, conn: asyncpg.Connection, message_id: str) -> int:
+        session_id = None
+        if self.partitions > 1:
+            session_id = await conn.fetchval(_SESSION_OF_MESSAGE, message_id)
+        return await self._as_of(conn, session_id)
 
     # --- sessions ---------------------------------------------------------------------
     async def session_owner(self, session_id: str) -> str | None:
@@ -108,7 +170,7 @@ class ReadModels:
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The session with its `lock` ({message_id, acquired_at, expires_at} or None)."""
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
+            as_of = await self._as_of(conn, session_id)
             row = await conn.fetchrow(
                 f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = $1", session_id
             )
@@ -140,7 +202,7 @@ class ReadModels:
     async def list_messages(self, session_id: str) -> dict[str, Any]:
         """{session_id, messages: [oldest first, each with `charts`], as_of_seq}."""
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
+            as_of = await self._as_of(conn, session_id)
             rows = await conn.fetch(
                 f"SELECT {_MESSAGE_COLS} FROM messages WHERE session_id = $1 ORDER BY sort_key",
                 session_id,
@@ -161,12 +223,12 @@ class ReadModels:
         `details=False` skips steps, logs and charts (a cheap existence/owner/status check).
         """
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
             row = await conn.fetchrow(
                 f"SELECT {_MESSAGE_COLS} FROM messages WHERE message_id = $1", message_id
             )
             if row is None:
                 return None
+            as_of = await self._as_of(conn, row["session_id"])
             message = {**dict(row), "as_of_seq": as_of}
             if details:
                 message.update(await self._message_details(conn, message_id))
@@ -194,7 +256,7 @@ class ReadModels:
         With `has_more`, ask again from the last returned seq before streaming.
         """
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
+            as_of = await self._as_of_message(conn, message_id)
             rows = await conn.fetch(
                 f"""
                 SELECT {_LOG_COLS} FROM message_logs
@@ -216,9 +278,10 @@ class ReadModels:
         lock, step_estimates, as_of_seq}. The message is the active one while analyzing,
         else the latest analysis of the session (None in a session that never ran one).
         `step_estimates` is the running mean duration of each step (ms), the basis of an
-        ETA that does not depend on when the page was opened."""
+        ETA that does not depend on when the page was opened (with partitions, each
+        keeps its own means: combined as sum(count * mean) / sum(count))."""
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
+            as_of = await self._as_of(conn, session_id)
             session = await conn.fetchrow(
                 "SELECT status, active_message_id FROM sessions WHERE session_id = $1",
                 session_id,
@@ -251,7 +314,7 @@ class ReadModels:
             if message is not None:
                 details = await self._message_details(conn, message["message_id"])
                 logs, steps = details["logs"], details["steps"]
-            estimates = await conn.fetch("SELECT step, mean_ms FROM step_durations ORDER BY step")
+            estimates = await conn.fetch(_ESTIMATES_SQL)
         return {
             "session_id": session_id,
             "is_analyzing": is_analyzing,
@@ -283,12 +346,12 @@ class ReadModels:
     async def get_chart_task(self, task_id: str) -> dict[str, Any] | None:
         """The task (progress, current_step, step_progress, eta_ms, ...) with its `chart`."""
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
             row = await conn.fetchrow(
                 f"SELECT {_TASK_COLS} FROM chart_tasks WHERE task_id = $1", task_id
             )
             if row is None:
                 return None
+            as_of = await self._as_of(conn, row["session_id"])
             chart = await conn.fetchrow(
                 f"SELECT {_CHART_COLS} FROM charts WHERE task_id = $1 ORDER BY seq DESC LIMIT 1",
                 task_id,
@@ -298,7 +361,7 @@ class ReadModels:
     async def list_charts(self, message_id: str) -> dict[str, Any]:
         """{message_id, charts, active_tasks, has_active_tasks, as_of_seq}."""
         async with self._snapshot() as conn:
-            as_of = await self._as_of(conn)
+            as_of = await self._as_of_message(conn, message_id)
             charts = await conn.fetch(
                 f"SELECT {_CHART_COLS} FROM charts WHERE message_id = $1 ORDER BY seq",
                 message_id,
@@ -333,55 +396,81 @@ class ReadModels:
 
     async def step_eta_ms(self, step: str) -> int | None:
         """The running mean duration of a step, the basis of every ETA (None before data)."""
-        mean = await self._pool.fetchval("SELECT mean_ms FROM step_durations WHERE step = $1", step)
+        mean = await self._pool.fetchval(_ESTIMATE_SQL, step)
         return None if mean is None else round(mean)
 
     async def checkpoint(self, name: str = PROJECTOR) -> int:
+        """The projector's position: its checkpoint, or with partitions the least
+        position of all partitions (see `position`)."""
+        if self.partitions > 1 and name == PROJECTOR:
+            return await self.position()
         return int(await self._pool.fetchval(_CHECKPOINT_SQL, name))
 
+    async def position(self, session_id: str | None = None) -> int:
+        """The stream sequence the read models cover for reads of `session_id` (None:
+        reads across sessions)."""
+        async with self._pool.acquire() as conn:
+            return await self._as_of(conn, session_id)
+
     # --- waiting on a position --------------------------------------------------------
-    async def wait_for_seq(self, seq: int, timeout: float) -> bool:
-        """True once the projector checkpoint is >= seq; False at the timeout.
+    async def wait_for_seq(
+        self, seq: int, timeout: float, session_id: str | None = None
+    ) -> bool:
+        """True once the read models cover `seq` for reads of `session_id` (its
+        partition's position; None: every partition's); False at the timeout.
 
         Woken by NOTIFY on `rs_projected` (one shared listener connection per ReadModels,
         outside the pool), with a poll every `poll_interval` as the fallback. A pool
-        connection is only borrowed for each single checkpoint read.
+        connection is only borrowed for each single position read.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
-        if self._notified >= seq:
+        part = self.partition(session_id)
+        if self._reached(part, seq):
             return True
         await self._ensure_listener()
-        waiter: tuple[int, asyncio.Future[None]] = (seq, loop.create_future())
+        waiter: tuple[int | None, int, asyncio.Future[None]] = (part, seq, loop.create_future())
         self._waiters.add(waiter)  # registered before the first read: no lost wake-up
+        future = waiter[2]
         try:
             while True:
-                if waiter[1].done() or await self.checkpoint() >= seq:
+                if future.done() or await self.position(session_id) >= seq:
                     return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
                 with suppress(TimeoutError):
                     await asyncio.wait_for(
-                        asyncio.shield(waiter[1]), min(remaining, self._poll_interval)
+                        asyncio.shield(future), min(remaining, self._poll_interval)
                     )
-                if waiter[1].done():
+                if future.done():
                     return True
         finally:
             self._waiters.discard(waiter)
-            if not waiter[1].done():
-                waiter[1].cancel()
+            if not future.done():
+                future.cancel()
+
+    def _reached(self, part: int | None, seq: int) -> bool:
+        """Whether NOTIFY already reported a position >= seq (for `part`, or for every
+        partition when None)."""
+        if part is not None:
+            return self._notified.get(part, 0) >= seq
+        if len(self._notified) < self.partitions:
+            return False
+        return min(self._notified.values()) >= seq
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            seq = int(payload)
-        except ValueError:
+        parsed = parse_notify(payload)
+        if parsed is None:
             return
+        part, seq = parsed
+        if (part is None) != (self.partitions <= 1) or (part or 0) >= self.partitions:
+            return  # another partitioning than this reader's: its polls still see it
         # The latest, not the largest: notifications arrive in commit order, and a
         # rebuild from a recreated stream moves the checkpoint back.
-        self._notified = seq
-        for target, fut in list(self._waiters):
-            if target <= seq and not fut.done():
+        self._notified[part or 0] = seq
+        for target_part, target, fut in list(self._waiters):
+            if not fut.done() and self._reached(target_part, target):
                 fut.set_result(None)
 
     def _on_listener_lost(self, conn: object) -> None:
@@ -443,5 +532,5 @@ class ReadModels:
             with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await conn.close()
-        for _, fut in list(self._waiters):
+        for _, _, fut in list(self._waiters):
             fut.cancel()

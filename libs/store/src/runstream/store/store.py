@@ -44,12 +44,14 @@ async def open_store(
     connect_timeout: float = 60.0,
     command_timeout: float | None = None,
     settings: Mapping[str, str] | None = None,
+    partitions: int = 1,
 ) -> AsyncIterator[Store]:
     """Open a pool (migrating the schema first, unless told not to) and close it on exit."""
     pool = await create_pool(dsn, schema=schema, min_size=min_size, max_size=max_size,
                              connect_timeout=connect_timeout, command_timeout=command_timeout,
                              settings=settings)
-    read_models = ReadModels(pool, dsn=dsn, connect_timeout=min(connect_timeout, 10.0))
+    read_models = ReadModels(pool, dsn=dsn, connect_timeout=min(connect_timeout, 10.0),
+                             partitions=partitions)
     store = Store(dsn=dsn, schema=schema, pool=pool, read_models=read_models)
     try:
         if migrate:

@@ -138,6 +138,10 @@ def up(
         metavar="DURATION", envvar="RUNSTREAM_CLEANUP_OLDER_THAN",
         help="the cleanup removes what is settled and older than this")
     ] = DEFAULT_CLEANUP_OLDER_THAN,
+    projectors: Annotated[int, typer.Option(
+        metavar="N", envvar="RUNSTREAM_PROJECTORS", min=1,
+        help="projector processes; they share the RUNSTREAM_PARTITIONS partitions "
+             "(with one partition the others are hot standbys)")] = 1,
 ) -> None:
     """The whole stack on this machine: nats-server, Postgres, every service. Ctrl-C stops it."""
     from runstream.cli.retention import parse_every
@@ -153,6 +157,7 @@ def up(
         data_dir=settings.data_dir, http_port=http_port, nats_port=nats_port,
         database_url=database_url or None, postgres_server=postgres_server,
         ready_timeout_s=ready_timeout, cleanup_older_than=older_than, cleanup_every=every,
+        projectors=projectors,
     )
     try:
         code = run_up(settings, options)

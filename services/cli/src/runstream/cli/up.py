@@ -80,6 +80,9 @@ class UpOptions:
     ready_timeout_s: float = 90.0
     cleanup_older_than: timedelta | None = None  # None: no periodic cleanup
     cleanup_every: timedelta | None = None
+    # projector processes (with RUNSTREAM_PARTITIONS > 1 they share the partitions; with
+    # one partition the extra ones are hot standbys)
+    projectors: int = 1
 
 
 def pick_port(given: int | None, default: int, what: str) -> int:
@@ -189,9 +192,12 @@ class Stack:
             raise RuntimeError(f"runstream up needs every service installed; missing: "
                                f"{', '.join(missing)} (uv sync --all-packages)")
         for label, module in SERVICES:
-            child = Child(label, [sys.executable, "-m", module], env, self.out)
-            child.start()
-            self.children.append(child)
+            copies = self.options.projectors if label == "projector" else 1
+            for i in range(max(1, copies)):
+                name = label if i == 0 else f"{label}-{i + 1}"
+                child = Child(name, [sys.executable, "-m", module], env, self.out)
+                child.start()
+                self.children.append(child)
 
     async def wait_ready(self, url: str) -> bool:
         loop = asyncio.get_running_loop()
@@ -263,7 +269,12 @@ class Stack:
             RUNSTREAM_SAMPLE_DATASET=str(sample_dataset_path()),
             RUNSTREAM_LOG_LEVEL=s.log_level,
             RUNSTREAM_DEV_TOKEN=token,  # the UI on localhost offers it (GET /dev-token)
+            # one value for the projectors and the gateway
+            RUNSTREAM_PARTITIONS=str(s.partitions),
         )
+        if self.options.projectors > 1 and s.partitions <= 1:
+            self.say(f"{self.options.projectors} projectors over one partition: the others "
+                     "are hot standbys (RUNSTREAM_PARTITIONS=P spreads the fold over them)")
         self.start_services(env)
         host = "127.0.0.1" if s.http_host in ("0.0.0.0", "::", "") else s.http_host
         url = f"http://{host}:{http_port}"
@@ -280,6 +291,7 @@ class Stack:
             "RUNSTREAM_DB_SCHEMA": s.db_schema,
             "RUNSTREAM_STREAM": s.stream,
             "RUNSTREAM_PREFIX": s.prefix,
+            "RUNSTREAM_PARTITIONS": str(s.partitions),
         })
         self.say(f"UI and API: {url}/")
         self.say(f"dev token (sub 'dev', 30 days): {token}")

@@ -48,7 +48,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
             Bus.connect(settings.bus(), name="gateway", buffer_while_disconnected=False) as bus,
             open_store(settings.database_url, schema=settings.db_schema, max_size=20,
                        connect_timeout=settings.db_connect_timeout_s,
-                       command_timeout=settings.db_command_timeout_s) as store,
+                       command_timeout=settings.db_command_timeout_s,
+                       partitions=settings.partitions) as store,
         ):
             await bus.provision()
             await rate_limits.open(bus.js)

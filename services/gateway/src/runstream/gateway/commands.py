@@ -68,7 +68,7 @@ class Commands:
         if g.settings.sample_dataset:
             last = await self._attach_sample(sid) or last
         try:
-            await g.caught_up(last)
+            await g.caught_up(last, sid)
             row = await g.models.get_session(sid)
         except Exception as exc:
             if unavailable_dependency(exc) != "postgres":
@@ -112,14 +112,14 @@ class Commands:
         g = self.g
         await g.session_for(self.owner, sid)
         committed = await g.sessions.rename(sid, owner=self.owner, title=title.strip())
-        await g.caught_up(committed.seq)
+        await g.caught_up(committed.seq, sid)
         return load(Session, await g.session_for(self.owner, sid))
 
     async def mark_read(self, sid: str) -> Session:
         g = self.g
         await g.session_for(self.owner, sid)
         committed = await g.sessions.mark_read(sid, owner=self.owner)
-        await g.caught_up(committed.seq)
+        await g.caught_up(committed.seq, sid)
         return load(Session, await g.session_for(self.owner, sid))
 
     # --- datasets -----------------------------------------------------------------------
@@ -144,7 +144,7 @@ class Commands:
             size_bytes=len(data), row_count=inspected.row_count, columns=inspected.columns,
             sample_rows=inspected.sample_rows,
         )
-        await g.caught_up(committed.seq)
+        await g.caught_up(committed.seq, sid)
         return DatasetCreated(
             dataset_id=dataset_id, session_id=sid, name=name, format=fmt,
             size_bytes=len(data), row_count=inspected.row_count, columns=inspected.columns,

@@ -48,10 +48,11 @@ class Gateway:
     sample_object: tuple[str, dict[str, Any]] | None = None
     sample_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def caught_up(self, seq: int | None) -> None:
-        """Wait (bounded) until the read models reflect `seq`."""
+    async def caught_up(self, seq: int | None, session_id: str | None = None) -> None:
+        """Wait (bounded) until the read models reflect `seq` for reads of `session_id`
+        (its partition's position; None: every partition's, docs/read-models.md)."""
         if seq:
-            await self.models.wait_for_seq(seq, self.settings.read_wait_s)
+            await self.models.wait_for_seq(seq, self.settings.read_wait_s, session_id)
 
     async def session_for(self, owner: str, session_id: str, min_seq: int = 0) -> dict[str, Any]:
         """The owner's session, or 404 (also for another owner's session).
@@ -59,12 +60,12 @@ class Gateway:
         `min_seq`: the caller has seen that stream position; wait (bounded) until the
         read models reflect it, so a read never goes back in time.
         """
-        await self.caught_up(min_seq)
+        await self.caught_up(min_seq, session_id)
         session = await self.models.get_session(session_id)
         if session is None:
             seq = max(self.recent.get(session_id) or 0, min_seq)
             if seq:
-                await self.caught_up(seq)
+                await self.caught_up(seq, session_id)
                 session = await self.models.get_session(session_id)
         if session is None or session["owner"] != owner:
             raise not_found("session", session_id)
@@ -81,23 +82,31 @@ class Gateway:
             raise not_found("session", session_id)
 
     async def message_for(self, owner: str, message_id: str, min_seq: int = 0) -> dict[str, Any]:
-        await self.caught_up(min_seq)
+        """The owner's message, or 404. Its position is its session's: read it first to
+        learn the session, then wait (bounded) for that partition to reach `min_seq`."""
         message = await self.models.get_message(message_id)
+        if message is not None and message["as_of_seq"] < min_seq:
+            await self.caught_up(min_seq, message["session_id"])
+            message = await self.models.get_message(message_id)
         if message is None:
             seq = max(self.recent.get(message_id) or 0, min_seq)
             if seq:
-                await self.caught_up(seq)
+                await self.caught_up(seq)  # its session is unknown: every partition's
                 message = await self.models.get_message(message_id)
         if message is None or message["owner"] != owner:
             raise not_found("message", message_id)
         return message
 
     async def chart_task_for(self, owner: str, task_id: str, min_seq: int = 0) -> dict[str, Any]:
-        await self.caught_up(min_seq)
         task = await self.models.get_chart_task(task_id)
-        if task is None and (seq := self.recent.get(task_id)):
-            await self.caught_up(seq)
+        if task is not None and task["as_of_seq"] < min_seq:
+            await self.caught_up(min_seq, task["session_id"])
             task = await self.models.get_chart_task(task_id)
+        if task is None:
+            seq = max(self.recent.get(task_id) or 0, min_seq)
+            if seq:
+                await self.caught_up(seq)
+                task = await self.models.get_chart_task(task_id)
         if task is None or task["owner"] != owner:
             raise not_found("chart task", task_id)
         return task

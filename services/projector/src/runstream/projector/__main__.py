@@ -23,7 +23,8 @@ def run_rebuild() -> None:
 
     async def run() -> object:
         async with Bus.connect(settings.bus(), name=f"{SERVICE}-rebuild") as bus:
-            return await rebuild(settings.database_url, bus, schema=settings.db_schema)
+            return await rebuild(settings.database_url, bus, schema=settings.db_schema,
+                                 partitions=settings.partitions)
 
     report = asyncio.run(run())
     print(

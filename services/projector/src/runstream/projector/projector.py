@@ -6,6 +6,11 @@ a batch that does not continue the committed checkpoint is refused (OutOfOrder),
 folded over a hole. Sequences at or below the checkpoint are skipped (a second replica,
 or a rebuild that moved ahead). The checkpoint is bound to the stream it counts in (its
 name and creation time): a different stream is refused (StreamMismatch).
+
+A partition's projector (`part`, `sourced=True`) reads the partitioned view of the
+stream: its checkpoint `seq` is a view sequence (where reading resumes), `source_seq` the
+event-stream sequence it covers, and every item is folded under its origin sequence and
+subject (`Nats-Stream-Source`), so its rows are the single projector's rows.
 """
 
 from __future__ import annotations
@@ -16,16 +21,27 @@ import asyncpg
 import structlog
 
 from runstream.bus.ordered import Entry, Item, StreamIdentity
+from runstream.bus.partitions import source_of
 from runstream.projector.fold import Batch, State, poison
 from runstream.projector.writer import load, write
-from runstream.store import NOTIFY_CHANNEL, PROJECTOR
+from runstream.store import NOTIFY_CHANNEL, checkpoint_name
 
 logger = structlog.get_logger()
 
-# pg_advisory_xact_lock key taken by every live batch and by rebuild's final swap ("RSPJ").
+# Advisory lock key ("RSPJ"): every live batch takes it shared (partitions fold side by
+# side, each serialised by its checkpoint row), rebuild's final swap takes it exclusive.
 PROJECTOR_LOCK = 0x5253504A
 
-__all__ = ["PROJECTOR_LOCK", "Item", "OutOfOrder", "Projector", "StreamMismatch", "fold_batch"]
+__all__ = [
+    "PROJECTOR_LOCK", "Item", "OutOfOrder", "Projector", "StreamMismatch", "checkpoint_name",
+    "fold_batch",
+]  # fmt: skip
+
+
+def notify_payload(part: int | None, source_seq: int) -> str:
+    """`rs_projected` payload: `<seq>` for the single projector, `<part>:<seq>` for a
+    partition (the event-stream sequence it now covers)."""
+    return str(source_seq) if part is None else f"{part}:{source_seq}"
 
 Raw = tuple[int, str, bytes]  # (stream sequence, subject, data)
 
@@ -62,19 +78,25 @@ class Projector:
     """Folds batches into the schema of `pool` (its search_path).
 
     `lock_key=None` and `notify=False` are for rebuild's private schema, which no live
-    reader waits on.
+    reader waits on. `part` (with `sourced=True`): partition `part` of `partitions`,
+    reading the partitioned view (see the module docstring).
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         *,
-        name: str = PROJECTOR,
+        name: str | None = None,
         lock_key: int | None = PROJECTOR_LOCK,
         notify: bool = True,
+        partitions: int = 1,
+        part: int = 0,
     ) -> None:
         self.pool = pool
-        self.name = name
+        self.partitions = partitions
+        self.part = part
+        self.sourced = partitions > 1  # reads the view: fold under the origin sequence
+        self.name = name or checkpoint_name(partitions, part)
         self.lock_key = lock_key
         self.notify = notify
         self.stream: StreamIdentity | None = None  # set by `position`
@@ -135,50 +157,92 @@ class Projector:
         after: int | None = None,
     ) -> int:
         """The batch body, for a caller that already holds a transaction on `conn`."""
-        if self.lock_key is not None:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key)
-        row = await conn.fetchrow(
-            "SELECT seq, stream, stream_created FROM projection_checkpoints WHERE name = $1"
-            " FOR UPDATE",
-            self.name,
-        )
-        if row is None:
-            await conn.execute(
-                "INSERT INTO projection_checkpoints (name, seq) VALUES ($1, 0)", self.name
-            )
-            checkpoint = 0
-        else:
-            self._check_identity(row["stream"], row["stream_created"])
-            checkpoint = int(row["seq"])
+        row = await self._lock_checkpoint(conn)
+        self._check_identity(row["stream"], row["stream_created"])
+        checkpoint = int(row["seq"])
         if after is not None and checkpoint < after:
             raise OutOfOrder(after, checkpoint)
-        fresh = [
-            (item[0], item[1], item[2])
-            for item in sorted(items, key=lambda item: item[0])
+        ordered = [
+            item for item in sorted(items, key=lambda item: item[0])
             if item[0] > checkpoint  # at or below: redelivered, already folded
-        ]
-        if not fresh:
+        ]  # fmt: skip
+        if not ordered:
             return checkpoint
+        fresh = [self._origin(item) for item in ordered]
         if isolate:
             await self._bisect(conn, fresh)
         else:
-            await fold_batch(conn, fresh)
-        checkpoint = fresh[-1][0]
+            await fold_batch(conn, fresh, part=self.part)
+        checkpoint = ordered[-1][0]
+        await self._commit_position(conn, checkpoint, fresh[-1][0])
+        return int(checkpoint)
+
+    def _origin(self, item: Item | Entry) -> Raw:
+        """What the fold sees: the item itself, or through a view its origin sequence and
+        subject in the event stream."""
+        if not self.sourced:
+            return (item[0], item[1], item[2])
+        seq, subject = source_of(item[3] if len(item) > 3 else None)  # type: ignore[misc]
+        return (seq, subject, item[2])
+
+    async def _lock_checkpoint(self, conn: asyncpg.Connection) -> asyncpg.Record:
+        """The shared projector lock, then this checkpoint's row locked FOR UPDATE: batches
+        of one partition are serialised by the row (created first if missing, without a
+        race between two replicas), other partitions fold alongside."""
+        if self.lock_key is not None:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", self.lock_key)
+        await conn.execute(
+            "INSERT INTO projection_checkpoints (name, seq) VALUES ($1, 0)"
+            " ON CONFLICT (name) DO NOTHING",
+            self.name,
+        )
+        row = await conn.fetchrow(
+            "SELECT seq, source_seq, stream, stream_created FROM projection_checkpoints"
+            " WHERE name = $1 FOR UPDATE",
+            self.name,
+        )
+        assert row is not None
+        return row
+
+    async def _commit_position(self, conn: asyncpg.Connection, seq: int, source: int) -> None:
+        """Write the checkpoint (and its stream binding); NOTIFY the position readers see."""
         await conn.execute(
             """
             UPDATE projection_checkpoints
-            SET seq = $2, stream = coalesce($3, stream),
-                stream_created = coalesce($4, stream_created)
+            SET seq = $2, source_seq = $3,
+                stream = coalesce($4, stream), stream_created = coalesce($5, stream_created)
             WHERE name = $1
             """,
             self.name,
-            checkpoint,
+            seq,
+            source if self.sourced else seq,
             self.stream.name if self.stream else None,
             self.stream.created if self.stream else None,
         )
         if self.notify:
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(checkpoint))
-        return int(checkpoint)
+            payload = notify_payload(self.part if self.sourced else None,
+                                     source if self.sourced else seq)
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+
+    async def advance_idle(self, position: int, source: int) -> bool:
+        """An idle partition's position keeps up with the stream: with this projector's
+        reader at view sequence `position`, holding nothing, and every message of its
+        partition up to view sequence L folded, `source` (the origin sequence of view
+        message L) is covered too (the ordering argument: docs/projector.md). Moves
+        `source_seq` up to it when the committed checkpoint is that position; returns
+        whether it moved."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self.advance_in_transaction(conn, position, source)
+
+    async def advance_in_transaction(
+        self, conn: asyncpg.Connection, position: int, source: int
+    ) -> bool:
+        row = await self._lock_checkpoint(conn)
+        self._check_identity(row["stream"], row["stream_created"])
+        if int(row["seq"]) != position or (row["source_seq"] or 0) >= source:
+            return False
+        await self._commit_position(conn, position, source)
+        return True
 
     async def _bisect(self, conn: asyncpg.Connection, items: list[Raw]) -> None:
         """Fold `items`, halving around whatever Postgres refuses: a batch with one bad
@@ -195,14 +259,15 @@ class Projector:
                 return
             error = f"fold: {type(exc).__name__}: {exc}"
         seq, subject, data = items[0]
-        state = State()
+        state = State(part=self.part)
         poison(state, seq, subject, data, error)
         await write(conn, state)
 
 
-async def fold_batch(conn: asyncpg.Connection, items: Sequence[Raw]) -> State:
-    """Decode, load what the batch needs, fold it in stream order, write the changes."""
+async def fold_batch(conn: asyncpg.Connection, items: Sequence[Raw], *, part: int = 0) -> State:
+    """Decode, load what the batch needs, fold it in stream order, write the changes
+    (the running step means of partition `part`)."""
     batch = Batch(items)
-    state = batch.fold_into(await load(conn, batch.keys))
+    state = batch.fold_into(await load(conn, batch.keys, part))
     await write(conn, state)
     return state

@@ -10,6 +10,11 @@
 3. The live projector's next batch resolves `search_path` to the new schema and skips
    every sequence at or below its checkpoint. A live projector that refused to fold
    (its read models belonged to another stream) finds the new binding and resumes.
+
+With P partitions (`partitions` > 1) step 1 folds each partition from the partitioned
+view, with its own checkpoint and running means, exactly as the live partition would;
+step 2 brings every partition to the end under the one lock, moves the idle ones up to
+the end of the stream (as a live idle partition would) and swaps once.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ import structlog
 from nats.js import JetStreamContext
 
 from runstream.bus import Bus, OrderedReader, stream_identity
-from runstream.projector.projector import PROJECTOR_LOCK, Projector, session_settings
+from runstream.bus.partitions import partition_filter, provision_view, source_of, view_name
+from runstream.projector.projector import (
+    PROJECTOR_LOCK,
+    Projector,
+    checkpoint_name,
+    notify_payload,
+    session_settings,
+)
 from runstream.store import NOTIFY_CHANNEL, PROJECTOR, create_pool, migrate, validate_schema
 
 logger = structlog.get_logger()
@@ -42,10 +54,11 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def rebuild(
-    dsn: str, bus: Bus, *, schema: str = "runstream", batch: int = BATCH
+    dsn: str, bus: Bus, *, schema: str = "runstream", batch: int = BATCH, partitions: int = 1
 ) -> RebuildReport:
     """Fold the whole stream of `bus` into a fresh schema and swap it in for `schema`."""
-    return await rebuild_from(dsn, bus.js, bus.stream, bus.subjects.all, schema=schema, batch=batch)
+    return await rebuild_from(dsn, bus.js, bus.stream, bus.subjects.all, schema=schema,
+                              batch=batch, partitions=partitions, prefix=bus.settings.prefix)
 
 
 async def rebuild_from(
@@ -57,8 +70,22 @@ async def rebuild_from(
     schema: str = "runstream",
     batch: int = BATCH,
     lock_timeout_s: float = 30.0,
+    partitions: int = 1,
+    prefix: str | None = None,
 ) -> RebuildReport:
     validate_schema(schema)
+    if partitions > 1:
+        assert prefix is not None, "a partitioned rebuild reads the view of `prefix`"
+        await provision_view(js, stream, prefix, partitions)
+        source = view_name(stream, partitions)
+        parts = [
+            (OrderedReader(js, source, partition_filter(prefix, k), batch=batch,
+                           name_prefix="rebuild"), k)
+            for k in range(partitions)
+        ]  # fmt: skip
+    else:
+        source = stream
+        parts = [(OrderedReader(js, stream, subject, batch=batch, name_prefix="rebuild"), 0)]
     started = time.perf_counter()
     suffix = secrets.token_hex(4)
     fresh = f"{schema[:40]}_rebuild_{suffix}"
@@ -66,34 +93,47 @@ async def rebuild_from(
     log = logger.bind(schema=schema, fresh=fresh)
     pool = await create_pool(dsn, schema=fresh, min_size=1, max_size=2,
                              settings=session_settings())
-    reader = OrderedReader(js, stream, subject, batch=batch, name_prefix="rebuild")
     events = 0
+    folds: list[tuple[OrderedReader, Projector]] = []
     try:
         await migrate(pool, fresh)
-        projector = Projector(pool, lock_key=None, notify=False)
-        await projector.position(await stream_identity(js, stream))  # binds the stream
-        await reader.start(0)
-        events += await _fold_to_end(reader, projector)
-        log.info("rebuild.caught_up", position=reader.position, events=events)
+        if partitions > 1:
+            await wait_sourced(js, stream, source)
+        identity = await stream_identity(js, source)
+        for reader, part in parts:
+            projector = Projector(pool, lock_key=None, notify=False, partitions=partitions,
+                                  part=part)
+            await projector.position(identity)  # binds the stream
+            folds.append((reader, projector))
+            await reader.start(0)
+            events += await _fold_to_end(reader, projector)
+            log.info("rebuild.caught_up", part=part, position=reader.position, events=events)
 
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
             live_exists = await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
             )
-            previous = await _live_checkpoint(conn, schema) if live_exists else None
-            while items := await reader.read_to_end():
-                await projector.apply_in_transaction(conn, items)
-                events += len(items)
-            checkpoint = await conn.fetchval(
-                "SELECT coalesce((SELECT seq FROM projection_checkpoints WHERE name = $1), 0)",
-                PROJECTOR,
-            )
+            previous = await _live_checkpoint(conn, schema, partitions) if live_exists else None
+            if partitions > 1:  # the view holds at least what the live projector could fold
+                await wait_sourced(js, stream, source)
+            for reader, projector in folds:
+                while items := await reader.read_to_end():
+                    await projector.apply_in_transaction(conn, items)
+                    events += len(items)
+            if partitions > 1:
+                await _advance_idle(conn, js, source, folds)
+            checkpoint = await _checkpoint(conn, partitions)
             if previous is not None and checkpoint < previous:
                 # Only when the stream lost messages the live model had seen (purged or
                 # recreated): the rebuild is then the truth of what the stream still holds.
                 log.warning("rebuild.behind_live", checkpoint=checkpoint, live=previous)
             poison = await conn.fetchval("SELECT count(*) FROM poison_events")
+            positions = await conn.fetch(
+                "SELECT split_part(name, '.', 3)::int, coalesce(source_seq, 0)"
+                " FROM projection_checkpoints WHERE name = ANY($1::text[])",
+                [checkpoint_name(partitions, k) for k in range(partitions)],
+            ) if partitions > 1 else []
             # Dropping the old tables waits for readers still inside them; give up (and
             # leave the live schema untouched) rather than queue every new reader behind.
             await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
@@ -102,13 +142,19 @@ async def rebuild_from(
             await conn.execute(f'ALTER SCHEMA "{fresh}" RENAME TO "{schema}"')
             if live_exists:
                 await conn.execute(f'DROP SCHEMA "{old}" CASCADE')
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(checkpoint))
+            if partitions > 1:
+                for part, covered in positions:
+                    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL,
+                                       notify_payload(part, covered))
+            else:
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(checkpoint))
         fresh_swapped = True
     except BaseException:
         fresh_swapped = False
         raise
     finally:
-        await reader.close()
+        for reader, _ in parts:
+            await reader.close()
         await pool.close()
         if not fresh_swapped:
             await _drop_quietly(dsn, fresh)
@@ -140,17 +186,72 @@ async def _fold_to_end(reader: OrderedReader, projector: Projector) -> int:
     return events
 
 
-async def _live_checkpoint(conn: asyncpg.Connection, schema: str) -> int | None:
+async def wait_sourced(
+    js: JetStreamContext, stream: str, view: str, *, timeout_s: float = 120.0
+) -> None:
+    """Wait until the view holds every event the stream holds now: the origin of the
+    view's last message reaches the stream's last sequence (or, that message deleted
+    from the stream meanwhile, the view reports no lag)."""
+    target = int((await js.stream_info(stream)).state.last_seq)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        info = await js.stream_info(view)
+        last = int(info.state.last_seq)
+        origin = 0
+        if last > 0:
+            origin, _ = source_of((await js.get_msg(view, seq=last, direct=True)).headers)
+        if origin >= target:
+            return
+        waited = loop.time() - started
+        if waited > 2.0 and info.sources and all(not src.lag for src in info.sources):
+            return
+        if waited > timeout_s:
+            raise TimeoutError(f"view {view} reached {origin} of {stream}'s {target} "
+                               f"within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def _advance_idle(
+    conn: asyncpg.Connection, js: JetStreamContext, view: str,
+    folds: list[tuple[OrderedReader, Projector]],
+) -> None:
+    """Every partition at the end of the view: move each up to the origin of the view's
+    last message, as an idle live partition would (docs/projector.md: L first, then the
+    consumers)."""
+    last = int((await js.stream_info(view)).state.last_seq)
+    if last <= 0:
+        return
+    origin, _ = source_of((await js.get_msg(view, seq=last, direct=True)).headers)
+    for reader, projector in folds:
+        if await reader.pending() == 0:
+            await projector.advance_in_transaction(conn, reader.position, origin)
+
+
+async def _checkpoint(conn: asyncpg.Connection, partitions: int, schema: str | None = None) -> int:
+    """The position the read models cover: the checkpoint, or with partitions the least
+    `source_seq` of them all."""
+    table = f'"{schema}".projection_checkpoints' if schema else "projection_checkpoints"
+    if partitions <= 1:
+        seq = await conn.fetchval(f"SELECT seq FROM {table} WHERE name = $1", PROJECTOR)
+        return int(seq or 0)
+    names = [checkpoint_name(partitions, k) for k in range(partitions)]
+    seq = await conn.fetchval(
+        f"SELECT CASE WHEN count(*) = $2 THEN min(coalesce(source_seq, 0)) ELSE 0 END"
+        f" FROM {table} WHERE name = ANY($1::text[])",
+        names, partitions,
+    )  # fmt: skip
+    return int(seq or 0)
+
+
+async def _live_checkpoint(conn: asyncpg.Connection, schema: str, partitions: int) -> int | None:
     """The live projector checkpoint, or None when the live schema does not exist yet."""
     exists = await conn.fetchval(
         "SELECT to_regclass($1) IS NOT NULL", f'"{schema}".projection_checkpoints'
     )
     if not exists:
         return None
-    seq = await conn.fetchval(
-        f'SELECT seq FROM "{schema}".projection_checkpoints WHERE name = $1', PROJECTOR
-    )
-    return int(seq or 0)
+    return await _checkpoint(conn, partitions, schema)
 
 
 async def _drop_quietly(dsn: str, schema: str) -> None:

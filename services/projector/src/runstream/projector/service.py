@@ -11,8 +11,11 @@ delivery, a batch that does not continue the checkpoint) ends the round; the nex
 starts again from what is committed. No delivery order can make it skip an event, and
 an event is folded at most once. See docs/projector.md.
 
-One replica folds at a time (the advisory lock in every batch); a second replica is a
-hot standby that skips what the first has folded, never a corruption.
+With `RUNSTREAM_PARTITIONS` = P > 1 the stream is folded in P partitions by session:
+each partition reads its own ordered view (`runstream.bus.partitions`) and has its own
+checkpoint row; replicas share the partitions through leases (`leases.py`). Batches of
+one partition are serialised by its checkpoint row (a second replica folding it skips
+what the first has folded, never a corruption); different partitions fold side by side.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import asyncio
 import contextlib
 import time
 
+import asyncpg
 import structlog
+from nats.js.errors import NotFoundError
 from pydantic_settings import SettingsConfigDict
 
 from runstream.bus import Bus
 from runstream.bus.ordered import Entry, OrderedReader, stream_identity
+from runstream.bus.partitions import partition_filter, provision_view, source_of, view_name
+from runstream.projector.leases import Leases
 from runstream.projector.projector import OutOfOrder, Projector, StreamMismatch, session_settings
 from runstream.runtime import DatabaseSettings
 from runstream.store import open_store
@@ -64,6 +71,10 @@ class ProjectorSettings(DatabaseSettings):
     async_commit: bool = True
     # Read the next batch while the current one folds and commits.
     prefetch: bool = True
+    # Partition leases (P > 1): a lease not renewed for `lease_ttl_s` is free again;
+    # replicas renew (and rebalance) every `lease_renew_s`.
+    lease_ttl_s: float = 10.0
+    lease_renew_s: float = 3.0
 
     def session_settings(self) -> dict[str, str]:
         """Postgres settings of the projector's own connections."""
@@ -71,20 +82,30 @@ class ProjectorSettings(DatabaseSettings):
 
 
 class FoldLoop:
-    """Rounds of: checkpoint -> ordered reader at checkpoint + 1 -> fold batches."""
+    """Rounds of: checkpoint -> ordered reader at checkpoint + 1 -> fold batches.
+
+    The event stream itself, or (a partition's projector) the partitioned view through
+    the partition's filter."""
 
     def __init__(self, settings: ProjectorSettings, bus: Bus, projector: Projector) -> None:
         self.settings = settings
         self.bus = bus
         self.projector = projector
-        self.log = logger.bind(service=SERVICE, schema=settings.db_schema)
+        if projector.sourced:
+            self.stream = view_name(bus.stream, projector.partitions)
+            self.subject = partition_filter(settings.prefix, projector.part)
+        else:
+            self.stream, self.subject = bus.stream, bus.subjects.all
+        self.log = logger.bind(service=SERVICE, schema=settings.db_schema,
+                               checkpoint_name=projector.name)
         self.refusal: str | None = None  # why folding is refused, while it is
+        self._advanced_at = 0.0  # when an idle advance was last tried
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = self.settings.retry_min_s
         while not stop.is_set():
             reader = OrderedReader(
-                self.bus.js, self.bus.stream, self.bus.subjects.all,
+                self.bus.js, self.stream, self.subject,
                 batch=self.settings.batch_size, fetch_timeout_s=self.settings.fetch_timeout_s,
                 name_prefix=SERVICE,
             )
@@ -117,7 +138,7 @@ class FoldLoop:
                     await reader.close()
 
     async def _round(self, reader: OrderedReader, stop: asyncio.Event) -> None:
-        stream = await stream_identity(self.bus.js, self.bus.stream)
+        stream = await stream_identity(self.bus.js, self.stream)
         checkpoint = await self.projector.position(stream)
         if self.refusal is not None:
             self.log.info("projector.resumed", checkpoint=checkpoint)
@@ -128,7 +149,8 @@ class FoldLoop:
                            first_seq=stream.first_seq, lost=stream.first_seq - checkpoint - 1)
             PROJECTOR_FAULTS.labels("retention_gap").inc()
         await reader.start(checkpoint)
-        PROJECTOR_CHECKPOINT.set(checkpoint)
+        if not self.projector.sourced:
+            PROJECTOR_CHECKPOINT.set(checkpoint)
         self.log.info("projector.reading", checkpoint=checkpoint, last_seq=stream.last_seq)
         # The next batch is fetched while the current one folds and commits.
         after = reader.position
@@ -144,9 +166,33 @@ class FoldLoop:
                 if not self.settings.prefetch:
                     fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
                 after = following
+                if self.projector.sourced and (not items or (
+                    reader.behind == 0
+                    and time.monotonic() - self._advanced_at >= self.settings.fetch_timeout_s
+                )):
+                    await self._advance_idle(reader, following)
         finally:
             fetching.cancel()
             await asyncio.wait([fetching])
+
+    async def _advance_idle(self, reader: OrderedReader, position: int) -> None:
+        """Move an idle partition's `source_seq` up with the stream (docs/projector.md,
+        "Idle partitions"). `position`: the reader's position, everything up to which is
+        folded and committed. The order matters: the view's last message L (and its
+        origin) is read FIRST, the reader's consumer is checked AFTER."""
+        self._advanced_at = time.monotonic()
+        js = self.bus.js
+        last = int((await js.stream_info(self.stream)).state.last_seq)
+        origin = 0  # an empty view: the checkpoint row is created, at position 0
+        if last > 0:
+            try:
+                message = await js.get_msg(self.stream, seq=last, direct=True)
+            except NotFoundError:
+                return  # deleted or aged out meanwhile: the next tick tries again
+            origin, _ = source_of(message.headers)
+        if reader.position != position or await reader.pending() > 0:
+            return  # something of this partition is on its way: not idle
+        await self.projector.advance_idle(position, origin)
 
     def _limit(self, reader: OrderedReader) -> int:
         """Batches grow with the lag: `batch_size` when caught up (whatever is ready is
@@ -158,7 +204,8 @@ class FoldLoop:
         with batch_span("fold", [e.headers or {} for e in items],
                         **{"rs.first_seq": items[0].seq, "rs.size": len(items)}):
             checkpoint = await self.projector.apply_batch(items, after=after)
-        PROJECTOR_CHECKPOINT.set(checkpoint)
+        if not self.projector.sourced:
+            PROJECTOR_CHECKPOINT.set(checkpoint)
         self.log.debug(
             "projector.batch", first_seq=items[0][0], last_seq=items[-1][0],
             size=len(items), checkpoint=checkpoint,
@@ -177,15 +224,77 @@ async def run_projector(
     """Fold the stream into `settings.db_schema` until `stop` is set."""
     log = logger.bind(service=SERVICE, schema=settings.db_schema)
     async with open_store(
-        settings.database_url, schema=settings.db_schema, max_size=settings.pool_size,
-        settings=settings.session_settings(),
+        settings.database_url, schema=settings.db_schema,
+        # a connection per partition this replica may fold, side by side
+        max_size=max(settings.pool_size, min(settings.partitions + 1, 32)),
+        settings=settings.session_settings(), partitions=settings.partitions,
     ) as store:
-        projector = Projector(store.pool)
         async with Bus.connect(settings.bus(), name=SERVICE) as bus:
             await bus.provision()
-            loop = FoldLoop(settings, bus, projector)
-            log.info("projector.started", checkpoint=await store.read_models.checkpoint())
-            if ready is not None:
-                ready.set()
-            await loop.run(stop)
+            if settings.partitions > 1:
+                await provision_view(
+                    bus.js, bus.stream, settings.prefix, settings.partitions,
+                    replicas=settings.stream_replicas, max_age_s=settings.stream_max_age_s,
+                )  # fmt: skip
+                await Partitioned(settings, bus, store.pool).run(stop, ready)
+            else:
+                loop = FoldLoop(settings, bus, Projector(store.pool))
+                log.info("projector.started", checkpoint=await store.read_models.checkpoint())
+                if ready is not None:
+                    ready.set()
+                await loop.run(stop)
     log.info("projector.stopped")
+
+
+class Partitioned:
+    """This replica's share of the P partitions: a fold loop per partition it holds a
+    lease on, started when it claims the lease and stopped when it loses or gives it
+    back (`leases.py`)."""
+
+    def __init__(self, settings: ProjectorSettings, bus: Bus, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.pool = pool
+        self.leases = Leases(bus.js, bus.stream, settings.partitions,
+                             ttl_s=settings.lease_ttl_s, replicas=settings.stream_replicas)
+        self.loops: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self.log = logger.bind(service=SERVICE, replica=self.leases.replica,
+                               partitions=settings.partitions)
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        self.log.info("projector.started")
+        with contextlib.suppress(Exception):  # NATS away: the first tick tries again
+            await self.leases.announce()
+            await _wait(stop, min(1.0, self.settings.lease_renew_s))
+        try:
+            while not stop.is_set():
+                try:
+                    held = await self.leases.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # NATS away: the loops carry on meanwhile
+                    self.log.warning("projector.leases_failed",
+                                     error=f"{type(exc).__name__}: {exc}")
+                else:
+                    await self._converge(held)
+                if ready is not None:
+                    ready.set()
+                await _wait(stop, self.settings.lease_renew_s)
+        finally:
+            await self._converge(set())
+            with contextlib.suppress(Exception):
+                await self.leases.release()
+
+    async def _converge(self, held: set[int]) -> None:
+        for part in sorted(set(self.loops) - held):
+            halt, task = self.loops.pop(part)
+            halt.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+            self.log.info("projector.partition_stopped", partition=part)
+        for part in sorted(held - set(self.loops)):
+            projector = Projector(self.pool, partitions=self.settings.partitions, part=part)
+            halt = asyncio.Event()
+            loop = FoldLoop(self.settings, self.bus, projector)
+            self.loops[part] = (halt, asyncio.create_task(loop.run(halt)))
+            self.log.info("projector.partition_started", partition=part)

@@ -94,7 +94,11 @@ STEPS = _spec(
     ended_at timestamptz, duration_ms bigint, error text, error_code text, eta_ms bigint,
     mean_counted boolean, last_seq bigint""",
 )
-DURATIONS = _spec("step_durations", "step", "step text, count bigint, mean_ms float8")
+# Keyed by (part, step): each partition keeps its own running means (the reducers see
+# one partition's rows, keyed by step; the writer adds the partition).
+DURATIONS = _spec(
+    "step_durations", "part,step", "part integer, step text, count bigint, mean_ms float8"
+)
 TASKS = _spec(
     "chart_tasks",
     "task_id",
@@ -151,9 +155,10 @@ _SELECT = {spec.name: spec.select_sql() for spec in (SESSIONS, MESSAGES, STEPS, 
 _DELETE_LOCKS = "DELETE FROM session_locks WHERE session_id = ANY($1::text[])"
 
 
-async def load(conn: asyncpg.Connection, keys: Keys) -> State:
-    """The current rows of everything `keys` names (five statements at most)."""
-    state = State()
+async def load(conn: asyncpg.Connection, keys: Keys, part: int = 0) -> State:
+    """The current rows of everything `keys` names (five statements at most); the
+    running step means are those of partition `part`."""
+    state = State(part=part)
     await _load(conn, SESSIONS, keys.sessions, state.sessions, lambda r: r["session_id"])
     await _load(conn, MESSAGES, keys.messages, state.messages, lambda r: r["message_id"])
     if keys.messages:
@@ -161,7 +166,9 @@ async def load(conn: asyncpg.Connection, keys: Keys) -> State:
             row = dict(record)
             state.steps.rows[(row["message_id"], row["step"])] = row
             state.step_names(row["message_id"]).append(row["step"])
-        for record in await conn.fetch("SELECT step, count, mean_ms FROM step_durations"):
+        for record in await conn.fetch(
+            "SELECT step, count, mean_ms FROM step_durations WHERE part = $1", part
+        ):
             state.durations.rows[record["step"]] = dict(record)
     await _load(conn, TASKS, keys.tasks, state.tasks, lambda r: r["task_id"])
     return state
@@ -186,7 +193,10 @@ async def write(conn: asyncpg.Connection, state: State) -> int:
         (SESSIONS, state.sessions), (MESSAGES, state.messages), (STEPS, state.steps),
         (DURATIONS, state.durations), (TASKS, state.tasks),
     ):  # fmt: skip
-        statements += await _upsert(conn, spec, [row for _, row in table.changed()])
+        rows = [row for _, row in table.changed()]
+        if spec is DURATIONS:
+            rows = [{**row, "part": state.part} for row in rows]
+        statements += await _upsert(conn, spec, rows)
     gone = [sid for sid, lock in state.locks.items() if lock is None]
     if gone:
         await conn.execute(_DELETE_LOCKS, gone)

@@ -104,6 +104,8 @@ class State:
     dead_letters: Appends = field(default_factory=lambda: Appends("seq"))
     poison: Appends = field(default_factory=lambda: Appends("seq"))
     positions: Positions = field(default_factory=Positions)
+    # The partition whose running step means `durations` holds (0: unpartitioned).
+    part: int = 0
 
     def step_names(self, message_id: str) -> list[str]:
         return self.steps_of.setdefault(message_id, [])
