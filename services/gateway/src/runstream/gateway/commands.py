@@ -195,7 +195,7 @@ class Commands:
             if waiter is not None and wait_s:
                 settled_seq = await waiter.wait(wait_s)
                 if settled_seq is not None:
-                    await g.caught_up(settled_seq)
+                    await g.caught_up(settled_seq, sid)
                     return load(Message, await g.message_for(self.owner, mid))
         finally:
             if waiter is not None:

@@ -76,7 +76,7 @@ class Gateway:
         `session_for` reads the whole session in a snapshot)."""
         found = await self.models.session_owner(session_id)
         if found is None and (seq := self.recent.get(session_id)):
-            await self.caught_up(seq)
+            await self.caught_up(seq, session_id)
             found = await self.models.session_owner(session_id)
         if found != owner:
             raise not_found("session", session_id)
