@@ -427,7 +427,7 @@ async def _write_all(writer: Any, conn: asyncpg.Connection, state: Any) -> None:
         (W.SESSIONS, [r for _, r in state.sessions.changed()]),
         (W.MESSAGES, [r for _, r in state.messages.changed()]),
         (W.STEPS, [r for _, r in state.steps.changed()]),
-        (W.DURATIONS, [r for _, r in state.durations.changed()]),
+        (W.DURATIONS, [{**r, "part": state.part} for _, r in state.durations.changed()]),
         (W.LOGS, state.logs.rows),
     ):
         if rows:
