@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ async def open_stream(
     snapshot: Snapshot,
     heartbeat_s: float,
     owner_sessions: set[str] | None = None,
+    reflected: Mapping[str, int] | None = None,
     already_ended: bool = False,
     max_batch: int = 256,
     max_s: float = 0,
@@ -57,7 +58,13 @@ async def open_stream(
 
     `max_s` > 0 ends the stream after that long (at the next quiet moment): the client
     comes back with its cursor, possibly to another replica.
+
+    `reflected`: per session, the stream position the caller's snapshot already shows
+    (a session row's `last_seq`). A snapshot of several sessions is as of the least
+    position of their partitions (docs/read-models.md), so starting there would send a
+    session's frames again that its row already reflects; those are skipped.
     """
+    seen = reflected or {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_s if max_s > 0 else float("inf")
     client, position = hub.register(scope, owner_sessions)
@@ -73,6 +80,8 @@ async def open_stream(
         sent = cursor
         async for frame in hub.replay(scope, cursor, position, client.sessions):
             sent = frame.seq
+            if frame.seq <= seen.get(frame.parts.session_id, 0):
+                continue
             yield [frame]
             if ends_stream(scope, frame):
                 return
@@ -103,7 +112,7 @@ async def open_stream(
                     yield Reset(seq=int(snap.get("as_of_seq", sent)), snapshot=snap,
                                 reason="client_too_slow" if client.dropped else "shutdown")
                     return
-                if item.seq <= sent:
+                if item.seq <= sent or item.seq <= seen.get(item.parts.session_id, 0):
                     continue
                 sent = item.seq
                 batch.append(item)

@@ -148,8 +148,12 @@ class StreamController(Controller):
             return await gateway.models.list_sessions(owner)
 
         scope = Scope(kind="owner", owner=owner)
-        start = cursor if cursor is not None else listing["as_of_seq"]
-        return _scope_sse(gateway, scope, start, snapshot, owner_sessions=sessions)
+        if cursor is not None:
+            return _scope_sse(gateway, scope, cursor, snapshot, owner_sessions=sessions)
+        # From the listing: what each session's row already shows is not sent again.
+        reflected = {s["session_id"]: int(s["last_seq"]) for s in listing["sessions"]}
+        return _scope_sse(gateway, scope, listing["as_of_seq"], snapshot,
+                          owner_sessions=sessions, reflected=reflected)
 
     @websocket("/sessions/{session_id:str}/ws")
     async def session_ws(self, socket: WebSocket[Any, Any, Any], gateway: GatewayDep,
