@@ -314,3 +314,22 @@ async def test_a_scheduled_cleanup_removes_exactly_what_a_dry_run_listed(
             await conn.close()
         again = await cl.cleanup(_settings(bus, database_url), timedelta(days=7), dry_run=True)
         assert not again
+
+
+async def test_status_reports_how_far_every_partition_has_folded(
+    stack_factory: Any, bus: Bus, database_url: str
+) -> None:
+    """With 4 partitions the position is the least of them: it reaches the stream's end
+    once every partition has folded (or idly covered) everything."""
+    async with stack_factory(partitions=4) as stack, stack.client() as c:
+        sid = (await c.post("/api/sessions")).json()["session_id"]
+        sub = await c.post(f"/api/sessions/{sid}/analyses", json={"question": "rows?"})
+        assert sub.status_code == 202, sub.text
+        settings = _settings(bus, database_url).model_copy(update={"partitions": 4})
+
+        async def caught_up() -> Any:
+            report = await st.collect(settings)
+            return report if report["lag"] == 0 and report["checkpoint"] else None
+
+        report = await wait_until(caught_up, timeout=30)
+    assert report["checkpoint"] >= sub.json()["as_of_seq"]

@@ -10,8 +10,7 @@ from nats.js.errors import NotFoundError
 
 from runstream.bus import Bus, list_consumers
 from runstream.cli.settings import CliSettings
-
-PROJECTOR_CHECKPOINT = "projector"
+from runstream.store import ReadModels, create_pool
 
 
 def _ago(when: datetime | None) -> str:
@@ -35,22 +34,21 @@ def _size(n: int) -> str:
 
 
 async def projector_checkpoint(settings: CliSettings) -> int | None:
-    """The projector's checkpoint, or None when Postgres or the table is not there."""
+    """How far the projector has folded — with partitions, the least position of all
+    of them (every event up to it is folded in every partition); None when Postgres or
+    the table is not there."""
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=3)
+        pool = await create_pool(settings.database_url, schema=settings.db_schema,
+                                 min_size=1, max_size=1, connect_timeout=3)
     except Exception:
         return None
     try:
-        schema = settings.db_schema
-        value = await conn.fetchval(
-            f'SELECT seq FROM "{schema}".projection_checkpoints WHERE name = $1',
-            PROJECTOR_CHECKPOINT,
-        )
-        return int(value or 0)
+        models = ReadModels(pool, partitions=settings.partitions)
+        return await models.checkpoint()
     except asyncpg.PostgresError:
         return None
     finally:
-        await conn.close()
+        await pool.close()
 
 
 async def collect(settings: CliSettings) -> dict[str, Any]:
