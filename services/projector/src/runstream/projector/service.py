@@ -153,18 +153,21 @@ class FoldLoop:
             PROJECTOR_CHECKPOINT.set(checkpoint)
         self.log.info("projector.reading", checkpoint=checkpoint, last_seq=stream.last_seq)
         # The next batch is fetched while the current one folds and commits.
+        def fetch() -> asyncio.Future[list[Entry]]:
+            return asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+
         after = reader.position
-        fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+        fetching = fetch()
         try:
             while not stop.is_set():
                 items = await fetching
                 following = reader.position
                 if self.settings.prefetch:
-                    fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+                    fetching = fetch()
                 if items:
                     await self._fold(items, after)
                 if not self.settings.prefetch:
-                    fetching = asyncio.ensure_future(reader.next_batch(self._limit(reader)))
+                    fetching = fetch()
                 after = following
                 if self.projector.sourced and (not items or (
                     reader.behind == 0
