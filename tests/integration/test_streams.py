@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import httpx
 import websockets
@@ -295,3 +296,114 @@ async def test_a_session_nobody_named_takes_its_first_question(stack):
         sub = await _submit(c, named, "total revenue by month")
         session = (await c.get(f"/api/sessions/{named}", params={"min_seq": sub["as_of_seq"]}))
         assert session.json()["title"] == "kept"
+
+
+async def _stats(c: httpx.AsyncClient) -> dict:
+    r = await c.get("/api/stats")
+    assert r.status_code == 200, r.text
+    return r.json()["gateway"]
+
+
+async def test_live_frames_go_straight_to_the_connection_in_order_and_once(stack):
+    """Once live, the hub writes each frame into the client's connection itself."""
+    async with stack.client() as c, Bus.connect(_bus_settings(stack), name="w") as bus:
+        sid, other = await new_session(c), await new_session(c)
+        mid = (await _submit(c, sid))["message_id"]
+        got: list = []
+        async with c.stream("GET", f"/api/sessions/{sid}/events") as r:
+            reader = asyncio.create_task(collect(
+                r, lambda f: sum(x.event == "log_appended" for x in f) == 300, timeout=30))
+
+            async def live() -> bool:
+                return (await _stats(c))["stream_clients_direct"] == 1
+            await wait_until(live, timeout=10)
+            for i in range(300):  # another session's lines in between are not this stream's
+                await bus.publish(_log(sid, mid, i))
+                await bus.publish(_log(other, mid, i))
+            got = await reader
+    assert [f.data["text"] for f in got if f.event == "log_appended"] == [
+        f"line {i}" for i in range(300)]
+    assert [f.event for f in got[:2]] == ["session_created", "analysis_requested"]
+    assert all(f.data["session_id"] == sid for f in got)
+    seqs = [f.id for f in got]
+    assert seqs == sorted(set(seqs)), "in stream order, each once"
+
+
+async def test_a_live_client_that_stops_reading_is_dropped_and_ends_with_a_reset(stack_factory):
+    limit = 64 * 1024
+    async with (
+        stack_factory(overrides={"client_buffer_bytes": limit}) as stack,
+        stack.client() as c,
+        Bus.connect(_bus_settings(stack), name="w") as bus,
+    ):
+        sid = await new_session(c)
+        mid = (await _submit(c, sid))["message_id"]
+        host, port = stack.url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+        writer.write(f"GET /api/sessions/{sid}/events HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer {stack.token()}\r\n\r\n".encode())
+        await writer.drain()
+
+        async def live() -> bool:
+            return (await _stats(c))["stream_clients_direct"] == 1
+        await wait_until(live, timeout=10)
+        text = "x" * 2000
+        published = 0
+        while (await _stats(c))["stream_clients_direct"] == 1:  # the client reads nothing
+            for _ in range(100):
+                await bus.publish(LogAppended(event_id=new_id(), at=utcnow(), session_id=sid,
+                                              message_id=mid, text=f"{published} {text}"))
+                published += 1
+            assert published < 20_000, "a client that reads nothing was never dropped"
+        assert (await _stats(c))["stream_clients"] == 1  # still owed its reset
+        # The client reads again: what was written, then a reset, then the end.
+        body = await asyncio.wait_for(_read_response(reader), 30)
+        writer.close()
+
+        async def released() -> bool:
+            return (await _stats(c))["stream_clients"] == 0
+        await wait_until(released, timeout=10)
+    events = _sse_events(_dechunk(body.split(b"\r\n\r\n", 1)[1]))
+    lines = [int(json.loads(data)["text"].split()[0]) for kind, _, data in events
+             if kind == "log_appended"]
+    assert lines == list(range(len(lines))) and 0 < len(lines) < published
+    kind, seq, data = events[-1]
+    reset = json.loads(data)
+    assert kind == "reset" and reset["reason"] == "client_too_slow"
+    # the client starts again from the snapshot, and resumes after the position it shows
+    assert reset["snapshot"]["as_of_seq"] == seq and reset["snapshot"]["messages"]
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    """Everything up to the end of a chunked response."""
+    body = b""
+    while not body.endswith(b"\r\n0\r\n\r\n"):
+        more = await reader.read(1 << 16)
+        assert more, "the connection closed before the response ended"
+        body += more
+    return body
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out, at = bytearray(), 0
+    while True:
+        end = raw.index(b"\r\n", at)
+        size = int(raw[at:end], 16)
+        if size == 0:
+            return bytes(out)
+        out += raw[end + 2:end + 2 + size]
+        at = end + 2 + size + 2
+
+
+def _sse_events(body: bytes) -> list[tuple[str, int, str]]:
+    events = []
+    for block in body.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n")
+                      if line and not line.startswith(":") and ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], int(fields["id"]), fields["data"]))
+    return events

@@ -26,11 +26,22 @@ from runstream.gateway.openapi import StrictStructs, openapi_config
 from runstream.gateway.ratelimit import STORE, KVStore, limits, window_s
 from runstream.gateway.settings import GatewaySettings
 from runstream.gateway.state import Gateway
+from runstream.gateway.transport import RAW_SEND
 from runstream.store import open_store
 
 logger = structlog.get_logger()
 STATIC_DIR = Path(__file__).parent / "static"
 API_VERSION = "1.0.0"
+
+
+class GatewayApp(Litestar):
+    """Litestar, remembering the server's own `send` of each HTTP request: a live SSE
+    stream hands its frames to that response's transport (runstream.gateway.transport)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: GatewaySettings) -> Litestar:
@@ -76,7 +87,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
     # Health routes and the UI's static files opt out with `exclude_from_auth`; the API's
     # description is public, as proto/openapi.json is.
     auth = DefineMiddleware(BearerAuth, exclude=["^/schema"])
-    return Litestar(
+    return GatewayApp(
         route_handlers=handlers,
         lifespan=[lifespan],
         # Auth first: the write limit counts per owner, the token's subject.

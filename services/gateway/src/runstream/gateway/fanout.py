@@ -7,9 +7,15 @@ sequence, so the hub knows every frame's position. A client opening a stream:
 2. is replayed (after_seq, position] from JetStream (direct gets, filtered by subject);
 3. then reads its queue. No gap and no duplicate, on any replica.
 
-A client that falls `client_buffer` frames behind is dropped with a final `reset`,
-rather than holding memory. A gap in the live feed (a lost core message) is healed
-from JetStream before dispatching on.
+Once a client is live (its replay sent, its queue empty), an SSE client served by
+uvicorn's HTTP/1.1 protocol hands the hub a `Sink`: its connection's transport. From then
+on the hub writes each frame's chunk, encoded once for every client, straight into that
+transport while it dispatches: no queue, no task wake-up, no ASGI message per client and
+frame (docs/streams.md, "Fan-out"). Other clients (WebSocket, other servers) read a queue.
+
+A client that falls behind (`client_buffer` frames queued, or `client_buffer_bytes` unsent
+in its transport) is dropped with a final `reset`, rather than holding memory. A gap in the
+live feed (a lost core message) is healed from JetStream before dispatching on.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -27,7 +33,13 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from runstream.bus import Bus
-from runstream.contracts import InvalidSubject, SubjectParts, Subjects
+from runstream.contracts import (
+    MESSAGE_END_TYPE,
+    TASK_END_TYPES,
+    InvalidSubject,
+    SubjectParts,
+    Subjects,
+)
 from runstream.gateway.errors import unavailable_dependency
 from runstream.telemetry import SSE_CLIENTS
 
@@ -53,6 +65,7 @@ class Frame:
     parts: SubjectParts
     message_id: str | None
     _sse: bytes | None = None
+    _chunk: bytes | None = None
     _ws: str | None = None
 
     def sse(self) -> bytes:
@@ -61,6 +74,13 @@ class Frame:
             self._sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (
                 self.seq, self.type.encode(), self.data)
         return self._sse
+
+    def sse_chunk(self) -> bytes:
+        """The same bytes as one HTTP/1.1 chunk (`Transfer-Encoding: chunked`)."""
+        if self._chunk is None:
+            sse = self.sse()
+            self._chunk = b"%x\r\n%s\r\n" % (len(sse), sse)
+        return self._chunk
 
     def ws(self) -> str:
         if self._ws is None:
@@ -101,6 +121,14 @@ class Scope:
             )
         return False
 
+    def ends(self, frame: Frame) -> bool:
+        """A message's stream ends after it settles; a chart task's when the task does."""
+        if self.kind == "message":
+            return frame.type == MESSAGE_END_TYPE
+        if self.kind == "chart":
+            return frame.type in TASK_END_TYPES
+        return False
+
 
 OWNER_EVENT_TYPES = frozenset(
     {"session_created", "analysis_requested", "analysis_settled", "session_read",
@@ -108,13 +136,39 @@ OWNER_EVENT_TYPES = frozenset(
 )
 
 
-@dataclass(eq=False)
+class Sink(Protocol):
+    """Where a live client's frames are written directly (a started response's transport)."""
+
+    def send(self, frame: Frame) -> bool:
+        """Write the frame; False when the client is gone or too far behind."""
+        ...
+
+    def gone(self) -> bool: ...
+
+
+@dataclass(eq=False, slots=True)
 class Client:
     scope: Scope
     queue: asyncio.Queue[Frame | None]
     dropped: bool = False
+    reason: str = ""  # why it was dropped: "client_too_slow" | "shutdown"
     last_seq: int = 0
     sessions: set[str] = field(default_factory=set)  # owner scope: the owner's sessions
+    # per session, the position the client's snapshot already shows (owner feed)
+    reflected: Mapping[str, int] | None = None
+    # live and written directly: `done` is set when the stream has to stop (its terminal
+    # frame written, dropped, gone); until then the stream's task only sends heartbeats
+    sink: Sink | None = None
+    done: asyncio.Event | None = None
+    finished: bool = False
+    gone: bool = False
+
+    def go_direct(self, sink: Sink) -> asyncio.Event:
+        """From now on the hub writes to `sink`. Call only with an empty queue and no
+        await since checking it: no frame can then be missed or sent twice."""
+        self.done = asyncio.Event()
+        self.sink = sink
+        return self.done
 
 
 class Hub:
@@ -155,7 +209,7 @@ class Hub:
                 await sub.unsubscribe()
         for group in (*self._by_session.values(), *self._by_owner.values()):  # end every stream
             for client in list(group):
-                self._drop(client)
+                self._drop(client, "shutdown")
 
     # --- the live feed ----------------------------------------------------------------
     async def _on_live(self, msg: Msg) -> None:
@@ -246,14 +300,33 @@ class Hub:
     def _offer(self, client: Client, frame: Frame) -> None:
         if client.dropped or frame.seq <= client.last_seq:
             return
-        try:
-            client.queue.put_nowait(frame)
-            client.last_seq = frame.seq
-        except asyncio.QueueFull:
+        if client.reflected and frame.seq <= client.reflected.get(frame.parts.session_id, 0):
+            return  # the client's snapshot shows it already
+        client.last_seq = frame.seq
+        sink = client.sink
+        if sink is None:
+            try:
+                client.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                self._drop(client)
+        elif not sink.send(frame):
+            client.gone = sink.gone()
             self._drop(client)
+        elif client.scope.ends(frame):
+            client.finished = True
+            self._stop_direct(client)
 
-    def _drop(self, client: Client) -> None:
+    def _stop_direct(self, client: Client) -> None:
+        client.sink = None
+        if client.done is not None:
+            client.done.set()
+
+    def _drop(self, client: Client, reason: str = "client_too_slow") -> None:
         client.dropped = True
+        client.reason = reason
+        if client.sink is not None:
+            self._stop_direct(client)
+            return
         with contextlib.suppress(asyncio.QueueFull):
             client.queue.put_nowait(None)
         if client.queue.full():  # make room for the end marker: the client is gone anyway
@@ -262,8 +335,12 @@ class Hub:
             client.queue.put_nowait(None)
 
     # --- clients ----------------------------------------------------------------------
-    def register(self, scope: Scope, owner_sessions: set[str] | None = None) -> tuple[Client, int]:
-        client = Client(scope=scope, queue=asyncio.Queue(self.client_buffer))
+    def register(
+        self, scope: Scope, owner_sessions: set[str] | None = None,
+        reflected: Mapping[str, int] | None = None,
+    ) -> tuple[Client, int]:
+        client = Client(scope=scope, queue=asyncio.Queue(self.client_buffer),
+                        reflected=reflected)
         if scope.kind == "owner":
             client.sessions = set(owner_sessions or ())
             self._by_owner.setdefault(scope.owner or "", set()).add(client)
@@ -314,6 +391,11 @@ class Hub:
             value = await self.bus.first_seq()
             self._first_seq = (value, now)
         return value
+
+    def direct_clients(self) -> int:
+        """Live clients the hub writes to directly (counted on demand, off the hot path)."""
+        groups = (*self._by_session.values(), *self._by_owner.values())
+        return sum(client.sink is not None for group in groups for client in group)
 
     def events_per_second(self) -> float:
         elapsed = max(1e-6, time.monotonic() - self._started)

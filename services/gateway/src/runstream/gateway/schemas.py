@@ -401,6 +401,8 @@ class ProjectorStats(msgspec.Struct, kw_only=True):
 
 class GatewayStats(msgspec.Struct, kw_only=True):
     stream_clients: int
+    # of those, live SSE clients the hub writes to directly (docs/streams.md, "Fan-out")
+    stream_clients_direct: int
     events_per_second: float
     live_position: Seq
 

@@ -30,6 +30,9 @@ class GatewaySettings(DatabaseSettings):
     # (spreads long-lived streams over replicas after a scale-out); 0: no end.
     sse_max_s: float = 0
     client_buffer: int = 1024  # frames buffered per stream client before it is dropped
+    # bytes a live SSE client may leave untaken in its connection (past the kernel's
+    # socket buffer) before it is dropped with a `reset`
+    client_buffer_bytes: int = 1024 * 1024
     sample_dataset: str | None = None  # attached to every new session when set
     static_dir: str | None = None  # serve the web UI from here instead of the bundled one
     ws_max_clients: int = 10_000

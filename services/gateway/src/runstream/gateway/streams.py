@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runstream.contracts import MESSAGE_END_TYPE, TASK_END_TYPES
 from runstream.gateway.errors import ApiError
-from runstream.gateway.fanout import Frame, Hub, Scope
+from runstream.gateway.fanout import Client, Frame, Hub, Scope, Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +32,6 @@ Item = list[Frame] | Heartbeat | Reset
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def ends_stream(scope: Scope, frame: Frame) -> bool:
-    if scope.kind == "message":
-        return frame.type == MESSAGE_END_TYPE
-    if scope.kind == "chart":
-        return frame.type in TASK_END_TYPES
-    return False
-
-
 async def open_stream(
     hub: Hub,
     scope: Scope,
@@ -53,6 +44,7 @@ async def open_stream(
     already_ended: bool = False,
     max_batch: int = 256,
     max_s: float = 0,
+    direct: Callable[[], Sink | None] | None = None,
 ) -> AsyncIterator[Item]:
     """Frames come in lists: whatever is ready at once goes out in one write.
 
@@ -63,11 +55,14 @@ async def open_stream(
     (a session row's `last_seq`). A snapshot of several sessions is as of the least
     position of their partitions (docs/read-models.md), so starting there would send a
     session's frames again that its row already reflects; those are skipped.
+
+    `direct`: once live, where the hub may write frames itself (`Sink`); the stream then
+    yields only heartbeats and its end.
     """
     seen = reflected or {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_s if max_s > 0 else float("inf")
-    client, position = hub.register(scope, owner_sessions)
+    client, position = hub.register(scope, owner_sessions, reflected)
     try:
         cursor = after_seq or 0
         if cursor > 0 and cursor + 1 < await hub.first_seq():
@@ -83,11 +78,18 @@ async def open_stream(
             if frame.seq <= seen.get(frame.parts.session_id, 0):
                 continue
             yield [frame]
-            if ends_stream(scope, frame):
+            if scope.ends(frame):
                 return
         queue = client.queue
+        sink = direct() if direct is not None else None
         while True:
             if queue.empty():
+                if sink is not None and not client.dropped:
+                    # nothing queued and no await since looking: the hub takes over
+                    async for out in _live_direct(client, sink, snapshot, heartbeat_s,
+                                                  deadline):
+                        yield out
+                    return
                 left = deadline - loop.time()
                 if left <= 0:
                     return
@@ -110,13 +112,13 @@ async def open_stream(
                         yield batch
                     snap = await snapshot()
                     yield Reset(seq=int(snap.get("as_of_seq", sent)), snapshot=snap,
-                                reason="client_too_slow" if client.dropped else "shutdown")
+                                reason=client.reason or "shutdown")
                     return
                 if item.seq <= sent or item.seq <= seen.get(item.parts.session_id, 0):
                     continue
                 sent = item.seq
                 batch.append(item)
-                if ends_stream(scope, item):
+                if scope.ends(item):
                     yield batch
                     return
             if batch:
@@ -124,6 +126,32 @@ async def open_stream(
     finally:
         with contextlib.suppress(Exception):
             hub.unregister(client)
+
+
+async def _live_direct(
+    client: Client, sink: Sink, snapshot: Snapshot, heartbeat_s: float, deadline: float
+) -> AsyncIterator[Item]:
+    """The hub writes the frames; here only heartbeats while idle, and the end."""
+    loop = asyncio.get_running_loop()
+    done = client.go_direct(sink)
+    try:
+        while not done.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                return  # at a quiet moment by construction: nothing is half written
+            seq = client.last_seq
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(heartbeat_s, left)):
+                    await done.wait()
+            if not done.is_set() and client.last_seq == seq and loop.time() < deadline:
+                yield Heartbeat()
+    finally:
+        client.sink = None  # whatever ended the stream, the hub writes no more
+    if client.finished or client.gone:
+        return
+    snap = await snapshot()  # dropped: too slow, or the gateway is stopping
+    yield Reset(seq=int(snap.get("as_of_seq", client.last_seq)), snapshot=snap,
+                reason=client.reason or "shutdown")
 
 
 def parse_cursor(last_event_id: str | None, after_seq: str | None) -> int | None:

@@ -111,6 +111,7 @@ class OpsController(Controller):
                                  if not c.ephemeral and c.waiting > 0}),
             projector=ProjectorStats(checkpoint=checkpoint, lag=max(0, last - checkpoint)),
             gateway=GatewayStats(stream_clients=hub.clients,
+                                 stream_clients_direct=hub.direct_clients(),
                                  events_per_second=round(hub.events_per_second(), 2),
                                  live_position=hub.position),
         )

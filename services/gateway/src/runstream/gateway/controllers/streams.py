@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import structlog
-from litestar import Controller, WebSocket, get, websocket
+from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.openapi import ResponseSpec
 from litestar.response import Stream
@@ -22,6 +22,7 @@ from runstream.gateway.openapi import READ, STREAM_SECURITY, ApiOperation, error
 from runstream.gateway.schemas import AfterSeq, LastEventId, MessageId, SessionId, TaskId
 from runstream.gateway.state import Gateway
 from runstream.gateway.streams import Heartbeat, Item, Snapshot, open_stream, parse_cursor
+from runstream.gateway.transport import sink_of
 
 logger = structlog.get_logger()
 _json = msgspec.json.Encoder()
@@ -35,12 +36,15 @@ FRAMES = {200: ResponseSpec(
                 "retained stream; comment heartbeats; a `retry:` hint.")}
 
 
-def _scope_sse(gateway: Gateway, scope: Scope, cursor: int | None, snapshot: Any,
-               **kw: Any) -> Stream:
-    """One scope's stream (replay after `cursor`, then live) with the gateway's settings."""
+def _scope_sse(gateway: Gateway, request: Request[Any, Any, Any], scope: Scope,
+               cursor: int | None, snapshot: Any, **kw: Any) -> Stream:
+    """One scope's stream (replay after `cursor`, then live) with the gateway's settings.
+    Once live, the hub writes frames into the response's transport when it can."""
+    limit = gateway.settings.client_buffer_bytes
     return _sse(open_stream(gateway.hub, scope, cursor, snapshot=snapshot,
                             heartbeat_s=gateway.settings.sse_heartbeat_s,
-                            max_s=gateway.settings.sse_max_s, **kw), gateway)
+                            max_s=gateway.settings.sse_max_s,
+                            direct=lambda: sink_of(request.scope, limit), **kw), gateway)
 
 
 def _sse(items: AsyncIterator[Item], g: Gateway) -> Stream:
@@ -92,18 +96,20 @@ class StreamController(Controller):
 
     @get("/sessions/{session_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
-    async def session_events(self, gateway: GatewayDep, owner: OwnerDep, session_id: SessionId,
+    async def session_events(self, request: Request[Any, Any, Any], gateway: GatewayDep,
+                             owner: OwnerDep, session_id: SessionId,
                              last_event_id: LastEventId = "",
                              after_seq: AfterSeq = "") -> Stream:
         """Everything about the session: a replay after the cursor, then live."""
         cursor = _cursor(last_event_id, after_seq)
         await gateway.session_for(owner, session_id)
         scope = Scope(kind="session", session_id=session_id)
-        return _scope_sse(gateway, scope, cursor, _session_snapshot(gateway, session_id))
+        return _scope_sse(gateway, request, scope, cursor, _session_snapshot(gateway, session_id))
 
     @get("/messages/{message_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
-    async def message_events(self, gateway: GatewayDep, owner: OwnerDep, message_id: MessageId,
+    async def message_events(self, request: Request[Any, Any, Any], gateway: GatewayDep,
+                             owner: OwnerDep, message_id: MessageId,
                              last_event_id: LastEventId = "",
                              after_seq: AfterSeq = "") -> Stream:
         """One message; the stream ends after it settles."""
@@ -116,11 +122,12 @@ class StreamController(Controller):
         scope = Scope(kind="message", session_id=message["session_id"], message_id=message_id)
         settled_seq = message.get("settled_seq")
         settled = settled_seq is not None and (cursor or 0) >= settled_seq
-        return _scope_sse(gateway, scope, cursor, snapshot, already_ended=settled)
+        return _scope_sse(gateway, request, scope, cursor, snapshot, already_ended=settled)
 
     @get("/charts/{task_id:str}/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(*READ)})
-    async def chart_events(self, gateway: GatewayDep, owner: OwnerDep, task_id: TaskId,
+    async def chart_events(self, request: Request[Any, Any, Any], gateway: GatewayDep,
+                           owner: OwnerDep, task_id: TaskId,
                            last_event_id: LastEventId = "",
                            after_seq: AfterSeq = "") -> Stream:
         """One chart task; the stream ends when the task does."""
@@ -132,11 +139,12 @@ class StreamController(Controller):
 
         scope = Scope(kind="chart", session_id=task["session_id"], task_id=task_id)
         ended = is_task_terminal(task["status"]) and (cursor or 0) >= task["as_of_seq"]
-        return _scope_sse(gateway, scope, cursor, snapshot, already_ended=ended)
+        return _scope_sse(gateway, request, scope, cursor, snapshot, already_ended=ended)
 
     @get("/events", media_type=SSE, operation_class=ApiOperation,
          responses={**FRAMES, **errors(401, 422, 503)})
-    async def owner_events(self, gateway: GatewayDep, owner: OwnerDep,
+    async def owner_events(self, request: Request[Any, Any, Any], gateway: GatewayDep,
+                           owner: OwnerDep,
                            last_event_id: LastEventId = "",
                            after_seq: AfterSeq = "") -> Stream:
         """Session-level changes of all the owner's sessions, for a sidebar without polling."""
@@ -149,10 +157,10 @@ class StreamController(Controller):
 
         scope = Scope(kind="owner", owner=owner)
         if cursor is not None:
-            return _scope_sse(gateway, scope, cursor, snapshot, owner_sessions=sessions)
+            return _scope_sse(gateway, request, scope, cursor, snapshot, owner_sessions=sessions)
         # From the listing: what each session's row already shows is not sent again.
         reflected = {s["session_id"]: int(s["last_seq"]) for s in listing["sessions"]}
-        return _scope_sse(gateway, scope, listing["as_of_seq"], snapshot,
+        return _scope_sse(gateway, request, scope, listing["as_of_seq"], snapshot,
                           owner_sessions=sessions, reflected=reflected)
 
     @websocket("/sessions/{session_id:str}/ws")
