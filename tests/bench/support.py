@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,3 +323,26 @@ class RawHttp:
         else:
             raw = await self.reader.readexactly(length)
         return status, (json.loads(raw) if raw else None)
+
+
+@contextlib.contextmanager
+def sampled(pid: int, name: str) -> Iterator[None]:
+    """BENCH_PYSPY=<dir>: sample `pid` with py-spy (on PATH) while the block runs, native
+    frames included; collapsed stacks in <dir>/<name>.txt. Otherwise nothing."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder).resolve() / f"{name}.txt"
+    proc = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+         "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        proc.wait(30)
+
