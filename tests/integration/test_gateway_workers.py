@@ -171,12 +171,12 @@ async def _serving(proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
     async def line() -> dict[str, Any] | None:
         if proc.poll() is not None:
             pytest.fail(f"the gateway exited with {proc.returncode}:\n{_tail(log)}")
-        return next((e for e in _log_events(log) if e.get("event") == "gateway serving"), None)
+        return next((e for e in _log_events(log) if e.get("event") == "gateway.serving"), None)
 
     try:
         return await wait_until(line, timeout=START_TIMEOUT_S, interval=0.1)
     except TimeoutError:
-        pytest.fail(f"no 'gateway serving' after {START_TIMEOUT_S}s:\n{_tail(log)}")
+        pytest.fail(f"no 'gateway.serving' after {START_TIMEOUT_S}s:\n{_tail(log)}")
 
 
 async def test_two_workers_share_port_zero_both_serve_and_a_ctrl_c_stops_them_with_0(
@@ -207,7 +207,7 @@ async def test_two_workers_share_port_zero_both_serve_and_a_ctrl_c_stops_them_wi
         code = await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
         assert code == 0, _tail(log)
         stopped = {e["pid"]: e["exit_code"] for e in _log_events(log)
-                   if e.get("event") == "gateway worker stopped"}
+                   if e.get("event") == "gateway.worker_stopped"}
         assert stopped == {pid: 0 for pid in pids}, _tail(log)
         assert not any(_stat(pid) for pid in pids)
         with pytest.raises(httpx.ConnectError):
@@ -226,7 +226,7 @@ async def test_workers_that_cannot_start_make_the_gateway_exit_non_zero(
     async with gateway_process(env, log) as proc:
         code = await asyncio.to_thread(proc.wait, START_TIMEOUT_S)
         assert code == 3, _tail(log)
-        assert any(e.get("event") == "gateway worker failed to start" for e in _log_events(log))
+        assert any(e.get("event") == "gateway.worker_start_failed" for e in _log_events(log))
         assert worker_pids(proc.pid) == set()
 
     # A port named that another program holds (without SO_REUSEPORT): refused at once.
@@ -240,7 +240,7 @@ async def test_workers_that_cannot_start_make_the_gateway_exit_non_zero(
         async with gateway_process(env, log) as proc:
             code = await asyncio.to_thread(proc.wait, START_TIMEOUT_S)
             assert code == 3, _tail(log)
-            assert any(e.get("event") == "gateway port unavailable" for e in _log_events(log))
+            assert any(e.get("event") == "gateway.port_unavailable" for e in _log_events(log))
 
 
 # --- `runstream up --gateways 2` ----------------------------------------------------------
@@ -249,7 +249,7 @@ async def test_up_with_two_gateway_workers_streams_across_them_and_restarts_one_
 ) -> None:
     env = _env(RUNSTREAM_DATABASE_URL=database_url, RUNSTREAM_CLEANUP_EVERY="off")
     async with running_up(tmp_path, env, "--gateways", "2") as up:
-        await up.wait_output(r'"event": "gateway serving"', timeout=START_TIMEOUT_S)
+        await up.wait_output(r'"event": "gateway.serving"', timeout=START_TIMEOUT_S)
         assert "(2 gateway workers on this port)" in up.output()
         found = re.search(r"^gateway\s*\| started \(pid (\d+)\)$", up.output(), re.M)
         assert found, up.output()[-4000:]
@@ -300,7 +300,7 @@ async def test_up_with_two_gateway_workers_streams_across_them_and_restarts_one_
             async with one_connection(url) as client:
                 response = await client.get("/readyz")
                 assert response.status_code == 200, response.text
-        await up.wait_output(r'"event": "gateway worker exited; restarting"')
+        await up.wait_output(r'"event": "gateway.worker_restarting"')
         assert '"exit_code": -9' in up.output()
 
         async def replaced() -> set[int]:
@@ -308,7 +308,7 @@ async def test_up_with_two_gateway_workers_streams_across_them_and_restarts_one_
             return now if len(now) == 2 and second in now else set()
 
         renewed = await wait_until(replaced, timeout=START_TIMEOUT_S, interval=0.1)
-        await up.wait_output(r'"event": "gateway worker serving"', timeout=START_TIMEOUT_S)
+        await up.wait_output(r'"event": "gateway.worker_serving"', timeout=START_TIMEOUT_S)
         assert set(await served_by(url, renewed)) == renewed
     # running_up has checked: up exited 0, the gateway (the supervisor) stopped with 0,
     # and no process it started, the workers included, is left.

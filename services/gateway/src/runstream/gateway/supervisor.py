@@ -103,7 +103,7 @@ class Supervisor:
         writer.close()  # the worker holds the other end: EOF here when it dies
         slot.process, slot.started, slot.serving = process, reader, False
         slot.since, slot.restart_at = time.monotonic(), None
-        logger.info("gateway worker starting", worker=slot.index, pid=process.pid)
+        logger.info("gateway.worker_starting", worker=slot.index, pid=process.pid)
 
     def _waitables(self) -> dict[Any, tuple[str, Slot]]:
         out: dict[Any, tuple[str, Slot]] = {}
@@ -163,7 +163,7 @@ class Supervisor:
         try:
             reserved = reuseport_socket(s.http_host, s.http_port)
         except OSError as exc:
-            logger.error("gateway port unavailable", host=s.http_host, port=s.http_port,
+            logger.error("gateway.port_unavailable", host=s.http_host, port=s.http_port,
                          error=str(exc))
             return STARTUP_FAILED
         with reserved:
@@ -175,7 +175,7 @@ class Supervisor:
             if not self._start_up():
                 clean = self._stop()
                 return 0 if self.signalled and clean else STARTUP_FAILED
-            logger.info("gateway serving", host=s.http_host, port=port, workers=self.count,
+            logger.info("gateway.serving", host=s.http_host, port=port, workers=self.count,
                         pids=[slot.process.pid for slot in self.slots if slot.process])
             self._serve(worker_settings)
             return 0 if self._stop() else 1
@@ -189,12 +189,12 @@ class Supervisor:
                 return False
             left = deadline - time.monotonic()
             if left <= 0:
-                logger.error("gateway workers did not start in time", timeout_s=START_TIMEOUT_S)
+                logger.error("gateway.workers_start_timeout", timeout_s=START_TIMEOUT_S)
                 return False
             for what, slot in self._wait(left):
                 if what == "exited":
                     code = self._reap(slot)
-                    logger.error("gateway worker failed to start", worker=slot.index,
+                    logger.error("gateway.worker_start_failed", worker=slot.index,
                                  exit_code=code)
                     return False
         return True
@@ -207,7 +207,7 @@ class Supervisor:
             timeout = max(0.0, min(due) - now) if due else None
             for what, slot in self._wait(timeout):
                 if what == "started":
-                    logger.info("gateway worker serving", worker=slot.index,
+                    logger.info("gateway.worker_serving", worker=slot.index,
                                 pid=slot.process.pid if slot.process else None)
                 elif slot.process is not None and not self.signalled:
                     self._schedule_restart(slot)
@@ -224,7 +224,7 @@ class Supervisor:
         slot.failures = 0 if ran >= STABLE_AFTER_S else slot.failures + 1
         delay = BACKOFF_S[min(max(slot.failures - 1, 0), len(BACKOFF_S) - 1)]
         slot.restart_at = time.monotonic() + delay
-        logger.warning("gateway worker exited; restarting", worker=slot.index, pid=pid,
+        logger.warning("gateway.worker_restarting", worker=slot.index, pid=pid,
                        exit_code=code, restart_in_s=delay)
 
     def _stop(self) -> bool:
@@ -241,12 +241,12 @@ class Supervisor:
             assert slot.process is not None
             slot.process.join(max(0.0, deadline - time.monotonic()))
             if slot.process.exitcode is None:
-                logger.warning("gateway worker did not stop in time; killing", worker=slot.index,
+                logger.warning("gateway.worker_killed", worker=slot.index,
                                pid=slot.process.pid)
                 slot.process.kill()
             pid, serving = slot.process.pid, slot.serving
             code = self._reap(slot)
-            logger.info("gateway worker stopped", worker=slot.index, pid=pid, exit_code=code)
+            logger.info("gateway.worker_stopped", worker=slot.index, pid=pid, exit_code=code)
             if serving and code != 0:
                 clean = False
         return clean
