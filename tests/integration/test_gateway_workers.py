@@ -215,6 +215,28 @@ async def test_two_workers_share_port_zero_both_serve_and_a_ctrl_c_stops_them_wi
                 await client.get("/healthz")
 
 
+async def test_workers_stop_by_themselves_when_their_supervisor_is_killed(
+    nats_url: str, stream_names: StreamNames, database_url: str, tmp_path: Path,
+) -> None:
+    env = _gateway_env(nats_url, stream_names, database_url,
+                       RUNSTREAM_HTTP_PORT="0", RUNSTREAM_GATEWAY_WORKERS="2")
+    log = tmp_path / "gateway.log"
+    async with gateway_process(env, log) as proc:
+        serving = await _serving(proc, log)
+        pids = worker_pids(proc.pid)
+        assert len(pids) == 2
+        os.kill(proc.pid, signal.SIGKILL)  # the supervisor only, not its group
+        proc.wait()
+
+        async def orphans_gone() -> bool:
+            return not any((st := _stat(pid)) is not None and st[1] != "Z" for pid in pids)
+
+        await wait_until(orphans_gone, timeout=STOP_TIMEOUT_S, interval=0.1)
+        with pytest.raises(httpx.ConnectError):  # nobody holds the port any more
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                await client.get(f"http://127.0.0.1:{serving['port']}/healthz")
+
+
 async def test_workers_that_cannot_start_make_the_gateway_exit_non_zero(
     nats_url: str, stream_names: StreamNames, database_url: str, tmp_path: Path,
 ) -> None:
