@@ -47,6 +47,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "config": {"otlpEndpoint": "http://otel:4318", "extra": {"RUNSTREAM_X": 1}},
         "image": {"registry": "registry.example.com/rs", "tag": "abc123"},
         "projector": {"replicas": 2, "partitions": 4},
+        "gateway": {"workers": 3},
     },
     "external-postgres-and-nats": {
         "postgres": {"enabled": False, "externalUrl": "postgresql://u:p@db:5432/rs"},

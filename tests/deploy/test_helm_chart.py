@@ -93,7 +93,8 @@ def test_every_deployment_has_probes_resources_config_and_writable_tmp(name: str
     assert "kind: Deployment" in text
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert probe in text or "runstream.metricsProbes" in text, (name, probe)
-    assert re.search(r"resources:\n\s+\{\{- toYaml \$\w+\.resources", text), name
+    assert re.search(r"resources:\n\s+\{\{- (toYaml|include \"runstream\.scaledResources\" "
+                     r"\(dict \"resources\") \$\w+\.resources", text), name
     assert "configMapRef" in text
     assert "mountPath: /tmp" in text and "emptyDir" in text
 
@@ -151,6 +152,28 @@ def test_projector_replicas_and_partitions_are_rendered(values: dict[str, Any]) 
     # The lint value sets render a partitioned projector.
     lint = (CHART.parent / "lint.py").read_text(encoding="utf-8")
     assert '"projector": {"replicas": 2, "partitions": 4}' in lint
+
+
+def test_gateway_workers_reach_the_gateway_and_its_resources_are_per_worker(
+    values: dict[str, Any],
+) -> None:
+    # Default: one process per pod, as before; the value reaches the gateway's setting.
+    assert values["gateway"]["workers"] == 1
+    text = template("gateway.yaml")
+    assert '$workers := int (hasKey $g "workers" | ternary $g.workers 1)' in text
+    assert '{{ fail "gateway.workers must be at least 1" }}' in text
+    assert re.search(r"name: RUNSTREAM_GATEWAY_WORKERS\n\s+value: \{\{ \$workers "
+                     r"\| toString \| quote \}\}", text)
+    from runstream.gateway.settings import GatewaySettings
+
+    assert GatewaySettings.model_fields["gateway_workers"].default == 1
+    # Requests and limits are per worker: the pod gets `workers` times each of them.
+    assert '"runstream.scaledResources" (dict "resources" $g.resources "times" $workers)' \
+        in block(text, "resources")
+    assert "toYaml $g.resources" not in text
+    # The lint value sets render three workers.
+    lint = (CHART.parent / "lint.py").read_text(encoding="utf-8")
+    assert '"gateway": {"workers": 3}' in lint
 
 
 def test_each_worker_has_a_cpu_autoscaler_and_a_disruption_budget(
@@ -319,9 +342,17 @@ def test_lint_catches_a_chart_that_cannot_render() -> None:
     outcome = run_lint("--sets", json.dumps({
         "nats-off-without-url": {"nats": {"enabled": False}},
         "nats-off-without-peers": {"nats": {"enabled": False, "url": "nats://n:4222"}},
+        "no-gateway-workers": {"gateway": {"workers": 0}},
+        "gateway-cpu-not-a-quantity": {"gateway": {"workers": 2, "resources": {
+            "requests": {"cpu": "lots"}}}},
+        "gateway-fractional-cpu-per-worker": {"gateway": {"workers": 3, "resources": {
+            "requests": {"cpu": "0.5", "memory": "256Mi"}, "limits": {"cpu": 2}}}},
     }))
     assert outcome["results"]["nats-off-without-url"]
     assert outcome["results"]["nats-off-without-peers"]
+    assert "gateway.workers must be at least 1" in str(outcome["results"]["no-gateway-workers"])
+    assert "cannot scale" in str(outcome["results"]["gateway-cpu-not-a-quantity"])
+    assert outcome["results"]["gateway-fractional-cpu-per-worker"] == []
 
 
 def _installed_libs(package: Path) -> set[str]:

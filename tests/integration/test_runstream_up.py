@@ -311,6 +311,8 @@ def test_up_help_names_each_flags_default_and_environment_variable() -> None:
         "--ready-timeout SECONDS": ("RUNSTREAM_READY_TIMEOUT_S", "90"),
         "--cleanup-every DURATION": ("RUNSTREAM_CLEANUP_EVERY", "1h"),
         "--cleanup-older-than DURATION": ("RUNSTREAM_CLEANUP_OLDER_THAN", "7d"),
+        "--projectors N": ("RUNSTREAM_PROJECTORS", "1"),
+        "--gateways N": ("RUNSTREAM_GATEWAY_WORKERS", "1"),
     }
     entries = re.split(r"\n  (?=--)", out.split("Options:", 1)[1])
     for flag, (variable, default) in flags.items():

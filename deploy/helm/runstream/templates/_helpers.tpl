@@ -145,3 +145,27 @@ livenessProbe:
   timeoutSeconds: 5
   failureThreshold: 3
 {{- end -}}
+
+{{/* A resource quantity times a count, unit kept: 200m x 3 = 600m, 0.5 x 3 = 1.5,
+     256Mi x 3 = 768Mi. (dict "quantity" q "times" n) */}}
+{{- define "runstream.scaleQuantity" -}}
+{{- $q := toString .quantity -}}
+{{- $num := regexFind "^[0-9]+([.][0-9]+)?" $q -}}
+{{- if not $num }}{{ fail (printf "cannot scale the resource quantity %q" $q) }}{{ end -}}
+{{- $scaled := mulf (float64 $num) .times -}}
+{{- if eq (float64 (int64 $scaled)) $scaled }}{{ int64 $scaled }}{{ else }}{{ $scaled }}{{ end -}}
+{{- trimPrefix $num $q -}}
+{{- end -}}
+
+{{/* Requests and limits given per process, for a pod running `times` of them. */}}
+{{- define "runstream.scaledResources" -}}
+{{- $out := dict -}}
+{{- range $kind, $amounts := .resources }}
+{{- $scaled := dict -}}
+{{- range $name, $q := $amounts }}
+{{- $_ := set $scaled $name (include "runstream.scaleQuantity" (dict "quantity" $q "times" $.times)) -}}
+{{- end }}
+{{- $_ := set $out $kind $scaled -}}
+{{- end }}
+{{- toYaml $out -}}
+{{- end -}}

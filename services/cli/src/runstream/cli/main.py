@@ -142,6 +142,10 @@ def up(
         metavar="N", envvar="RUNSTREAM_PROJECTORS", min=1,
         help="projector processes; they share the RUNSTREAM_PARTITIONS partitions "
              "(with one partition the others are hot standbys)")] = 1,
+    gateways: Annotated[int, typer.Option(
+        metavar="N", envvar="RUNSTREAM_GATEWAY_WORKERS", min=1, max=64,
+        help="gateway worker processes on the one HTTP port (SO_REUSEPORT; each has its "
+             "own NATS connection and Postgres pool)")] = 1,
 ) -> None:
     """The whole stack on this machine: nats-server, Postgres, every service. Ctrl-C stops it."""
     from runstream.cli.retention import parse_every
@@ -157,7 +161,7 @@ def up(
         data_dir=settings.data_dir, http_port=http_port, nats_port=nats_port,
         database_url=database_url or None, postgres_server=postgres_server,
         ready_timeout_s=ready_timeout, cleanup_older_than=older_than, cleanup_every=every,
-        projectors=projectors,
+        projectors=projectors, gateways=gateways,
     )
     try:
         code = run_up(settings, options)

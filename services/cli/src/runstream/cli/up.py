@@ -83,6 +83,8 @@ class UpOptions:
     # projector processes (with RUNSTREAM_PARTITIONS > 1 they share the partitions; with
     # one partition the extra ones are hot standbys)
     projectors: int = 1
+    # gateway worker processes on the one HTTP port (RUNSTREAM_GATEWAY_WORKERS)
+    gateways: int = 1
 
 
 def pick_port(given: int | None, default: int, what: str) -> int:
@@ -271,6 +273,7 @@ class Stack:
             RUNSTREAM_DEV_TOKEN=token,  # the UI on localhost offers it (GET /dev-token)
             # one value for the projectors and the gateway
             RUNSTREAM_PARTITIONS=str(s.partitions),
+            RUNSTREAM_GATEWAY_WORKERS=str(self.options.gateways),
         )
         if self.options.projectors > 1 and s.partitions <= 1:
             self.say(f"{self.options.projectors} projectors over one partition: the others "
@@ -293,7 +296,9 @@ class Stack:
             "RUNSTREAM_PREFIX": s.prefix,
             "RUNSTREAM_PARTITIONS": str(s.partitions),
         })
-        self.say(f"UI and API: {url}/")
+        workers = self.options.gateways
+        self.say(f"UI and API: {url}/" + (f"   ({workers} gateway workers on this port)"
+                                          if workers > 1 else ""))
         self.say(f"dev token (sub 'dev', 30 days): {token}")
         self.say(f"NATS: {nats_url}   (nats stream view {s.stream} --server {nats_url})")
         self.say(f"wrote {self.data_dir / 'dev.env'}; Ctrl-C stops everything")

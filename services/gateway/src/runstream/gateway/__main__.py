@@ -1,45 +1,25 @@
-"""`python -m runstream.gateway`: load settings, configure logging and tracing, serve."""
+"""`python -m runstream.gateway`: load settings, configure logging and tracing, serve.
+
+With RUNSTREAM_GATEWAY_WORKERS > 1 this process supervises that many worker processes on
+the same port (runstream.gateway.supervisor); with 1 it serves by itself.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
-import uvicorn
-
-from runstream.gateway.app import create_app
+from runstream.gateway.server import Server, uvicorn_config
 from runstream.gateway.settings import GatewaySettings
 from runstream.telemetry import configure_logging, configure_tracing
 
 
-class Server(uvicorn.Server):
-    """Uvicorn, except that a graceful stop on SIGTERM/SIGINT exits 0.
-
-    After shutting down, uvicorn re-raises the signal it caught so that the process dies
-    *of* it (status -15); a supervisor (`runstream up`, Kubernetes) reads that as a crash.
-    The stop was asked for and went cleanly: forget the signal instead.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                self._captured_signals.clear()
-
-
 def main() -> None:
     settings = GatewaySettings()
+    if settings.gateway_workers > 1:
+        from runstream.gateway.supervisor import supervise
+
+        raise SystemExit(supervise(settings))
     configure_logging("gateway", settings.log_level, json=settings.log_json)
     configure_tracing("gateway", settings.otlp_endpoint)
-    config = uvicorn.Config(
-        create_app(settings), host=settings.http_host, port=settings.http_port,
-        log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-        ws_ping_interval=20, proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
-    server = Server(config)
+    server = Server(uvicorn_config(settings))
     server.run()
     if not server.started:  # as uvicorn.run: a failed start-up is not a clean exit
         raise SystemExit(3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from runstream.gateway.ratelimit import parse_limit
 from runstream.runtime import DatabaseSettings
@@ -11,6 +11,10 @@ from runstream.runtime import DatabaseSettings
 class GatewaySettings(DatabaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # > 1: `python -m runstream.gateway` supervises this many processes, each with its own
+    # SO_REUSEPORT socket on http_host:http_port, NATS connection and Postgres pool
+    # (docs/operations.md#gateway-workers); 1: a single process, no supervisor.
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     # Secrets are SecretStr: repr, str and a JSON dump show '**********'; only Tokens and
     # /dev-token read the values.
     jwt_secret: SecretStr = SecretStr("")
