@@ -263,41 +263,7 @@ async def test_bench_publish_to_receipt_latency_at_1000_clients(
             await wait_gone(stack)
 
             # (2) broadcast: all 1,000 clients on one session; every line to all of them.
-            target = sessions[0]
-            cursor = await bus.last_seq()
-            per_gen = LATENCY_CLIENTS // PROCESSES
-            async with load_generators(
-                stack, [(target.sid, cursor, per_gen) for _ in range(PROCESSES)], tmp_path
-            ) as gens:
-                await wait_all(gens, "all connected",
-                               lambda g, st: st["connected"] == g.clients, 300, stack)  # fmt: skip
-                assert await stream_clients(stack) == LATENCY_CLIENTS
-                cpu0 = await phase_cpu(stack, gens)
-                next_at = time.perf_counter()
-                with sampled(stack.gateway().pid, "gateway-broadcast"):
-                    for k in range(BROADCAST_EVENTS):
-                        await publish_line(bus, target, "broadcast", k)
-                        next_at += BROADCAST_INTERVAL_S
-                        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                await wait_all(
-                    gens, "every broadcast line",
-                    lambda g, st: st["received"].get("broadcast", 0)
-                    == g.clients * BROADCAST_EVENTS,
-                    120, stack,
-                )  # fmt: skip
-                broadcast_cpu = cpu_per_frame(
-                    cpu0, await phase_cpu(stack, gens), LATENCY_CLIENTS * BROADCAST_EVENTS
-                )
-                reports = [await g.ask("report broadcast") for g in gens]
-                broadcast = latencies_of(reports, {target.sid: set(range(BROADCAST_EVENTS))})
-                if os.environ.get("BENCH_FANOUT_DEBUG"):
-                    by_k: dict[int, list[float]] = {}
-                    for report in reports:
-                        for _, items in report["clients"]:
-                            for k, lat in items:
-                                by_k.setdefault(k, []).append(lat / 1e6)
-                    print({k: (round(min(v), 1), round(percentile(v, 50), 1), round(max(v), 1))
-                           for k, v in sorted(by_k.items())})
+            broadcast, broadcast_cpu = await broadcast_phase(stack, bus, sessions[0], tmp_path)
     both = spread + broadcast
     lines = [
         f"\n[bench fan-out latency] worker publish -> SSE client receipt, {LATENCY_CLIENTS} "
@@ -317,10 +283,80 @@ async def test_bench_publish_to_receipt_latency_at_1000_clients(
     print("\n".join(lines))
 
 
+async def broadcast_phase(
+    stack: Running, bus: Bus, target: Session, log_dir: Path, *, check_clients: bool = True
+) -> tuple[list[float], str]:
+    """All LATENCY_CLIENTS clients on one session, every line to all of them: receipt
+    latencies (ms) and the CPU per delivered frame."""
+    cursor = await bus.last_seq()
+    per_gen = LATENCY_CLIENTS // PROCESSES
+    async with load_generators(
+        stack, [(target.sid, cursor, per_gen) for _ in range(PROCESSES)], log_dir
+    ) as gens:
+        await wait_all(gens, "all connected",
+                       lambda g, st: st["connected"] == g.clients, 300, stack)  # fmt: skip
+        if check_clients:  # (with several workers, /api/stats speaks for one of them)
+            assert await stream_clients(stack) == LATENCY_CLIENTS
+        cpu0 = await phase_cpu(stack, gens)
+        next_at = time.perf_counter()
+        with sampled(stack.gateway().pid, "gateway-broadcast"):
+            for k in range(BROADCAST_EVENTS):
+                await publish_line(bus, target, "broadcast", k)
+                next_at += BROADCAST_INTERVAL_S
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await wait_all(
+            gens, "every broadcast line",
+            lambda g, st: st["received"].get("broadcast", 0) == g.clients * BROADCAST_EVENTS,
+            120, stack,
+        )  # fmt: skip
+        cpu = cpu_per_frame(cpu0, await phase_cpu(stack, gens), LATENCY_CLIENTS * BROADCAST_EVENTS)
+        reports = [await g.ask("report broadcast") for g in gens]
+    if os.environ.get("BENCH_FANOUT_DEBUG"):  # per line: min, p50, max over the clients
+        by_k: dict[int, list[float]] = {}
+        for report in reports:
+            for _, items in report["clients"]:
+                for k, lat in items:
+                    by_k.setdefault(k, []).append(lat / 1e6)
+        print({k: (round(min(v), 1), round(percentile(v, 50), 1), round(max(v), 1))
+               for k, v in sorted(by_k.items())})  # fmt: skip
+    return latencies_of(reports, {target.sid: set(range(BROADCAST_EVENTS))}), cpu
+
+
+GATEWAY_WORKERS = int(os.environ.get("BENCH_FANOUT_GATEWAY_WORKERS", "2"))
+
+
+@pytest.mark.timeout(900)
+async def test_bench_broadcast_with_gateway_workers(bench_env: BenchEnv, tmp_path: Path) -> None:
+    """The broadcast again, the gateway as GATEWAY_WORKERS processes on one port."""
+    workers = {"RUNSTREAM_GATEWAY_WORKERS": str(GATEWAY_WORKERS)}
+    async with (
+        run_services(bench_env, tmp_path, gateway=workers) as stack,
+        Bus.connect(bench_env.bus_settings(), name="bench-worker") as bus,
+    ):
+        [target] = await make_sessions(stack, 1)
+        broadcast, cpu = await broadcast_phase(stack, bus, target, tmp_path, check_clients=False)
+    print(
+        f"\n[bench fan-out workers] broadcast with the gateway as {GATEWAY_WORKERS} worker "
+        f"processes on one port (SO_REUSEPORT): {BROADCAST_EVENTS} lines at "
+        f"{1 / BROADCAST_INTERVAL_S:.0f}/s to {LATENCY_CLIENTS} clients of one session: "
+        f"p50 {verdict(percentile(broadcast, 50), 5)} ms, "
+        f"p99 {verdict(percentile(broadcast, 99), 25)} ms, max {max(broadcast):.1f} ms "
+        f"(n={len(broadcast)}); CPU per delivered frame (all workers): {cpu}"
+    )
+
+
+def gateway_pids(stack: Running) -> list[int]:
+    """The gateway process and, with workers, its worker processes."""
+    pid = stack.gateway().pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
 async def phase_cpu(stack: Running, gens: list[LoadGenerator]) -> tuple[float, float, float]:
     """CPU seconds used so far by the gateway (user, system) and by the load generators."""
-    user, system = cpu_split(stack.gateway().pid)
-    return user, system, sum([(await g.ask("status"))["cpu_s"] for g in gens])
+    splits = [cpu_split(pid) for pid in gateway_pids(stack)]
+    return (sum(u for u, _ in splits), sum(s for _, s in splits),
+            sum([(await g.ask("status"))["cpu_s"] for g in gens]))
 
 
 def cpu_per_frame(before: tuple[float, ...], after: tuple[float, ...], frames: int) -> str:
