@@ -30,7 +30,7 @@ run: sync ## run the whole stack locally (runstream up)
 	.venv/bin/runstream up
 
 test: sync helm-lib ## run every test suite (real nats-server and Postgres)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 test-fast: sync ## unit tests only
 	$(PY) -m pytest libs services
