@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 from nats.js import api
+from prometheus_client import REGISTRY
 
 from runstream.bus import Bus
 from runstream.cli import cleanup as cl
@@ -60,7 +61,7 @@ def _settings(bus: Bus, database_url: str) -> CliSettings:
     return CliSettings().model_copy(update={
         "nats_url": bus.settings.url, "stream": bus.stream, "prefix": bus.settings.prefix,
         "datasets_bucket": bus.settings.datasets_bucket, "database_url": database_url,
-        "db_schema": SCHEMA,
+        "db_schema": SCHEMA, "partitions": TEST_PARTITIONS,
     })
 
 
@@ -100,20 +101,22 @@ async def test_status_and_api_stats_list_the_same_consumers_marked_the_same_way(
         finally:
             await replay.unsubscribe()
 
-    listed = [(r["name"], r["kind"], r["ephemeral"]) for r in report["consumers"]]
-    served = [(c["name"], c["kind"], c["ephemeral"]) for c in stats["consumers"]]
+    listed = [(r["name"], r["kind"], r["ephemeral"], r["stream"]) for r in report["consumers"]]
+    served = [(c["name"], c["kind"], c["ephemeral"], c["stream"]) for c in stats["consumers"]]
     assert listed == served
-    kinds = {kind for _, kind, _ in listed}
-    # workers, projector, replay; with partitions the projector reads the partitioned
-    # view, another stream, and its readers are listed there (not on this stream).
-    expected = {"durable", "replay"} | ({"reader"} if TEST_PARTITIONS == 1 else set())
-    assert kinds == expected, listed
-    assert all(ephemeral == (kind != "durable") for _, kind, ephemeral in listed)
+    kinds = {kind for _, kind, _, _ in listed}
+    assert kinds == {"durable", "replay", "reader"}, listed  # workers, replay, projector
+    assert all(ephemeral == (kind != "durable") for _, kind, ephemeral, _ in listed)
+    # with partitions the projector's readers read the partitioned view, another stream
+    readers = {stream for _, kind, _, stream in listed if kind == "reader"}
+    assert readers == {bus.stream if TEST_PARTITIONS == 1 else f"{bus.stream}_P{TEST_PARTITIONS}"}
+    assert {stream for _, kind, _, stream in listed if kind != "reader"} == {bus.stream}
     text = st.render(report, settings.nats_url)
-    for name, kind, ephemeral in listed:
+    for name, kind, ephemeral, stream in listed:
         line = next(line for line in text.splitlines() if line.strip().startswith(name))
         assert (f"ephemeral {kind}" if ephemeral else "durable") in line
-    durable = sorted(name for name, kind, _ in listed if kind == "durable")
+        assert ("(view)" in line) == (stream != bus.stream)
+    durable = sorted(name for name, kind, _, _ in listed if kind == "durable")
     assert set(stats["workers_seen"]) <= set(durable)
 
 
@@ -336,4 +339,12 @@ async def test_status_reports_how_far_every_partition_has_folded(
             return report if report["lag"] == 0 and report["checkpoint"] else None
 
         report = await wait_until(caught_up, timeout=30)
+
+        async def gauges() -> list[float | None]:  # the projector runs in this process
+            return [REGISTRY.get_sample_value("runstream_projector_partition_position",
+                                              {"partition": str(k)}) for k in range(4)]
+
+        async def every_partition_at_the_end() -> bool:
+            return await gauges() == [report["stream"]["last_seq"]] * 4
+        await wait_until(every_partition_at_the_end, timeout=30)
     assert report["checkpoint"] >= sub.json()["as_of_seq"]

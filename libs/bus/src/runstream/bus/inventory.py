@@ -6,6 +6,10 @@ come and go with the process that made them and vanish on their own when it dies
 `reader` is an ordered pull reader (the projector, a rebuild), `replay` an ordered push
 consumer reading history (a gateway catching an SSE or WebSocket client up, `runstream
 tail`). The server lists at most 256 consumers per request; this pages through them all.
+
+With partitioned projectors (P > 1) their readers are consumers of the view stream
+`<stream>_P<P>` (runstream.bus.partitions): listed too, each row naming its stream (its
+`delivered_seq` counts the view's messages, not the event stream's).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from datetime import datetime
 from typing import Literal
 
 import msgspec
+from nats.js.errors import NotFoundError
 
 from runstream.bus.bus import Bus
+from runstream.bus.partitions import view_name
 
 ConsumerKind = Literal["durable", "reader", "replay"]
 PAGE = 256  # the JetStream API's list limit
@@ -32,6 +38,7 @@ class ConsumerRow(msgspec.Struct, frozen=True, kw_only=True):
     waiting: int
     delivered_seq: int
     last_active: datetime | None = None
+    stream: str = ""
 
 
 def _kind(config: object) -> ConsumerKind:
@@ -40,17 +47,27 @@ def _kind(config: object) -> ConsumerKind:
     return "replay" if getattr(config, "deliver_subject", None) else "reader"
 
 
-async def list_consumers(bus: Bus) -> list[ConsumerRow]:
-    """Durable consumers first, then ephemeral ones; by name within each."""
+async def list_consumers(bus: Bus, partitions: int = 1) -> list[ConsumerRow]:
+    """Durable consumers first, then ephemeral ones; by stream, then name within each."""
+    found = await _consumers_of(bus, bus.stream)
+    if partitions > 1:
+        try:
+            found += await _consumers_of(bus, view_name(bus.stream, partitions))
+        except NotFoundError:
+            pass  # no projector has made the view yet
+    return sorted(found, key=lambda r: (r.ephemeral, r.stream != bus.stream, r.name))
+
+
+async def _consumers_of(bus: Bus, stream: str) -> list[ConsumerRow]:
     found: dict[str, ConsumerRow] = {}
     offset = 0
     while True:
-        page = await bus.js.consumers_info(bus.stream, offset=offset)
+        page = await bus.js.consumers_info(stream, offset=offset)
         for c in page:
             kind = _kind(c.config)
             delivered = c.delivered
             found[c.name] = ConsumerRow(
-                name=c.name, kind=kind, ephemeral=kind != "durable",
+                name=c.name, kind=kind, ephemeral=kind != "durable", stream=stream,
                 filter=c.config.filter_subject or ", ".join(c.config.filter_subjects or []),
                 pending=c.num_pending or 0, ack_pending=c.num_ack_pending or 0,
                 redelivered=c.num_redelivered or 0, waiting=c.num_waiting or 0,
@@ -60,4 +77,4 @@ async def list_consumers(bus: Bus) -> list[ConsumerRow]:
         if len(page) < PAGE:
             break
         offset += len(page)
-    return sorted(found.values(), key=lambda r: (r.ephemeral, r.name))
+    return list(found.values())

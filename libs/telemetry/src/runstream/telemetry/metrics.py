@@ -24,6 +24,11 @@ HANDLE_SECONDS = Histogram(
 PROJECTOR_CHECKPOINT = Gauge(
     "runstream_projector_checkpoint", "Last stream sequence committed by this projector"
 )
+PROJECTOR_PARTITION_POSITION = Gauge(
+    "runstream_projector_partition_position",
+    "Event stream sequence up to which a partition is folded (partitioned projectors)",
+    ["partition"],
+)
 PROJECTOR_FAULTS = Counter(
     "runstream_projector_faults_total",
     "Fold rounds ended early (stream_mismatch and retention_gap need an operator)", ["kind"],

@@ -57,13 +57,13 @@ async def collect(settings: CliSettings) -> dict[str, Any]:
             info = await bus.js.stream_info(bus.stream)
         except NotFoundError:
             return {"stream": None}
-        consumers = await list_consumers(bus)
+        consumers = await list_consumers(bus, settings.partitions)
     state = info.state
     rows = [{
         "name": c.name, "kind": c.kind, "ephemeral": c.ephemeral, "filter": c.filter,
         "pending": c.pending, "ack_pending": c.ack_pending, "redelivered": c.redelivered,
         "waiting_pulls": c.waiting, "delivered_seq": c.delivered_seq,
-        "last_active": c.last_active,
+        "last_active": c.last_active, "stream": c.stream,
     } for c in consumers]
     checkpoint = await projector_checkpoint(settings)
     return {
@@ -92,13 +92,15 @@ def render(report: dict[str, Any], nats_url: str) -> str:
         "",
         f"consumers ({len(report['consumers'])}; ephemeral ones belong to one process and "
         "vanish with it):",
-        f"  {'name':<28}{'kind':<20}{'pending':>9}{'ack pend':>10}{'redeliv':>9}{'pulls':>7}"
+        f"  {'name':<28}{'kind':<27}{'pending':>9}{'ack pend':>10}{'redeliv':>9}{'pulls':>7}"
         "  last active",
     ]
     for c in report["consumers"]:
         kind = f"ephemeral {c['kind']}" if c["ephemeral"] else c["kind"]
+        if c["stream"] != stream["name"]:  # a partitioned projector's, on the view stream
+            kind += " (view)"
         lines.append(
-            f"  {c['name']:<28}{kind:<20}{c['pending']:>9}{c['ack_pending']:>10}"
+            f"  {c['name']:<28}{kind:<27}{c['pending']:>9}{c['ack_pending']:>10}"
             f"{c['redelivered']:>9}{c['waiting_pulls']:>7}  {_ago(c['last_active'])}"
         )
     live = [c["name"] for c in report["consumers"]

@@ -392,6 +392,9 @@ class ConsumerStats(msgspec.Struct, kw_only=True):
     redelivered: int | None = None
     waiting: int | None = None
     delivered_seq: int | None = None
+    # the stream it reads: the event stream, or with P > 1 partitioned projectors their
+    # view `<stream>_P<P>` (whose sequences `delivered_seq` then counts)
+    stream: str | None = None
 
 
 class ProjectorStats(msgspec.Struct, kw_only=True):

@@ -100,6 +100,9 @@ class Projector:
         self.lock_key = lock_key
         self.notify = notify
         self.stream: StreamIdentity | None = None  # set by `position`
+        # the source position of the last checkpoint written (committed once the
+        # transaction that wrote it is)
+        self.source_position = 0
 
     async def position(self, stream: StreamIdentity) -> int:
         """The committed checkpoint in `stream`, where reading resumes (+1).
@@ -219,6 +222,7 @@ class Projector:
             self.stream.name if self.stream else None,
             self.stream.created if self.stream else None,
         )
+        self.source_position = source if self.sourced else seq
         if self.notify:
             payload = notify_payload(self.part if self.sourced else None,
                                      source if self.sourced else seq)

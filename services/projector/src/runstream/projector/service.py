@@ -36,7 +36,12 @@ from runstream.projector.leases import Leases
 from runstream.projector.projector import OutOfOrder, Projector, StreamMismatch, session_settings
 from runstream.runtime import DatabaseSettings
 from runstream.store import open_store
-from runstream.telemetry import PROJECTOR_CHECKPOINT, PROJECTOR_FAULTS, batch_span
+from runstream.telemetry import (
+    PROJECTOR_CHECKPOINT,
+    PROJECTOR_FAULTS,
+    PROJECTOR_PARTITION_POSITION,
+    batch_span,
+)
 
 logger = structlog.get_logger()
 
@@ -150,7 +155,7 @@ class FoldLoop:
             PROJECTOR_FAULTS.labels("retention_gap").inc()
         await reader.start(checkpoint)
         if not self.projector.sourced:
-            PROJECTOR_CHECKPOINT.set(checkpoint)
+            PROJECTOR_CHECKPOINT.set(checkpoint)  # (a partition's: at its first commit)
         self.log.info("projector.reading", checkpoint=checkpoint, last_seq=stream.last_seq)
         # The next batch is fetched while the current one folds and commits.
         def fetch() -> asyncio.Future[list[Entry]]:
@@ -195,7 +200,16 @@ class FoldLoop:
             origin, _ = source_of(message.headers)
         if reader.position != position or await reader.pending() > 0:
             return  # something of this partition is on its way: not idle
-        await self.projector.advance_idle(position, origin)
+        if await self.projector.advance_idle(position, origin):
+            self._gauge(position)
+
+    def _gauge(self, checkpoint: int) -> None:
+        """The position this process has committed: the checkpoint, or a partition's."""
+        if self.projector.sourced:
+            PROJECTOR_PARTITION_POSITION.labels(str(self.projector.part)).set(
+                self.projector.source_position)
+        else:
+            PROJECTOR_CHECKPOINT.set(checkpoint)
 
     def _limit(self, reader: OrderedReader) -> int:
         """Batches grow with the lag: `batch_size` when caught up (whatever is ready is
@@ -207,8 +221,7 @@ class FoldLoop:
         with batch_span("fold", [e.headers or {} for e in items],
                         **{"rs.first_seq": items[0].seq, "rs.size": len(items)}):
             checkpoint = await self.projector.apply_batch(items, after=after)
-        if not self.projector.sourced:
-            PROJECTOR_CHECKPOINT.set(checkpoint)
+        self._gauge(checkpoint)
         self.log.debug(
             "projector.batch", first_seq=items[0][0], last_seq=items[-1][0],
             size=len(items), checkpoint=checkpoint,

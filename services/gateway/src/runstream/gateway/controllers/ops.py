@@ -92,7 +92,8 @@ class OpsController(Controller):
         """Queue depths, consumer lag, workers seen, events per second."""
         hub = gateway.hub
         info = await bus.js.stream_info(bus.stream)
-        consumers = await list_consumers(bus)  # the same list as `runstream status`
+        # the same list as `runstream status`
+        consumers = await list_consumers(bus, gateway.settings.partitions)
         checkpoint = await models.checkpoint()
         last = int(info.state.last_seq)
         return Stats(
@@ -103,7 +104,7 @@ class OpsController(Controller):
                 ConsumerStats(name=c.name, kind=c.kind, ephemeral=c.ephemeral,
                               pending=c.pending, ack_pending=c.ack_pending,
                               redelivered=c.redelivered, waiting=c.waiting,
-                              delivered_seq=c.delivered_seq)
+                              delivered_seq=c.delivered_seq, stream=c.stream)
                 for c in consumers
             ],
             # a durable consumer with waiting pulls has at least one live worker
