@@ -18,7 +18,7 @@ import pytest_asyncio
 from nats.js import JetStreamContext
 
 from runstream.bus import Bus, BusSettings
-from runstream.bus.partitions import partition_of, view_name
+from runstream.bus.partitions import partition_of, provision_view, view_name
 from runstream.contracts import LogAppended
 from runstream.projector.leases import Leases, bucket_name
 from runstream.projector.rebuild import rebuild_from
@@ -216,3 +216,26 @@ async def test_a_partitioned_rebuild_swapped_in_under_live_traffic_loses_nothing
     assert rebuilt == live
     logs = [row["text"] for row in live["message_logs"] if row["text"].startswith("line ")]
     assert len(logs) == 120
+
+
+async def test_a_rebuild_for_one_partition_count_removes_the_views_of_the_others(
+    database_url: str, bus: Bus
+) -> None:
+    """Moving P from 2 to 4: after the rebuild only the view of 4 copies the stream; back
+    to one projector, none."""
+    prefix = bus.settings.prefix
+    await _stories(bus, 2)
+    await provision_view(bus.js, bus.stream, prefix, 2)
+    unrelated = f"{bus.stream}_PX"  # not a view: another stream whose name starts the same
+    await bus.js.add_stream(name=unrelated, subjects=[f"{prefix}_x.>"])
+
+    async def views() -> set[str]:
+        return {s.config.name for s in await bus.js.streams_info()
+                if (s.config.name or "").startswith(f"{bus.stream}_P")}
+
+    await rebuild_from(database_url, bus.js, bus.stream, bus.subjects.all, partitions=4,
+                       prefix=prefix)
+    assert await views() == {view_name(bus.stream, 4), unrelated}
+    await rebuild_from(database_url, bus.js, bus.stream, bus.subjects.all, prefix=prefix)
+    assert await views() == {unrelated}
+    await bus.js.delete_stream(unrelated)

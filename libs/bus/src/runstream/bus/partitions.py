@@ -78,6 +78,30 @@ async def provision_view(
     return await js.update_stream(config)
 
 
+async def remove_other_views(js: JetStreamContext, stream: str, partitions: int) -> list[str]:
+    """Delete the views of `stream` for any partition count but `partitions` (all of them
+    when 1): a view copies every event, and one left from an earlier P is never read
+    again. Returns the names removed."""
+    keep = view_name(stream, partitions) if partitions > 1 else None
+    removed = []
+    for name in await _stream_names(js):
+        rest = name.removeprefix(f"{stream}_P")
+        if name != rest and rest.isdigit() and name != keep:
+            with contextlib.suppress(NotFoundError):  # another removed it first
+                await js.delete_stream(name)
+                removed.append(name)
+    return removed
+
+
+async def _stream_names(js: JetStreamContext) -> list[str]:
+    names: list[str] = []
+    while page := await js.streams_info(offset=len(names)):  # the server pages by 256
+        names += [info.config.name or "" for info in page]
+        if len(page) < 256:
+            break
+    return names
+
+
 def source_of(headers: Mapping[str, str] | None) -> tuple[int, str]:
     """(sequence, subject) in the event stream of a message read through a view."""
     value = (headers or {}).get("Nats-Stream-Source", "")

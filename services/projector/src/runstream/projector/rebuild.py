@@ -29,7 +29,13 @@ import structlog
 from nats.js import JetStreamContext
 
 from runstream.bus import Bus, OrderedReader, stream_identity
-from runstream.bus.partitions import partition_filter, provision_view, source_of, view_name
+from runstream.bus.partitions import (
+    partition_filter,
+    provision_view,
+    remove_other_views,
+    source_of,
+    view_name,
+)
 from runstream.projector.projector import (
     PROJECTOR_LOCK,
     Projector,
@@ -167,6 +173,10 @@ async def rebuild_from(
         duration_s=round(time.perf_counter() - started, 3),
     )
     log.info("rebuild.swapped", **msgspec.to_builtins(report))
+    # The read models no longer come from any other partition count's view.
+    removed = await remove_other_views(js, stream, partitions)
+    if removed:
+        log.info("rebuild.views_removed", views=removed)
     return report
 
 
