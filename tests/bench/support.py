@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -72,6 +74,26 @@ def rss_mb(pid: int) -> float:
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds a live process has used so far."""
     return sum(cpu_split(pid))
+
+
+def cpu_clock_s(pid: int) -> float:
+    """CPU seconds a live process has used so far, from its CPU-time clock
+    (clock_getcpuclockid): exact, where /proc/<pid>/stat counts whole clock ticks (10 ms
+    here) — small periodic work (an event every 10 ms) is over- or under-counted there."""
+    clock = ctypes.c_int()
+    if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        raise OSError(f"no CPU clock for pid {pid}")
+    ts = _Timespec()
+    if _libc.clock_gettime(clock, ctypes.byref(ts)) != 0:
+        raise OSError(ctypes.get_errno(), f"clock_gettime of pid {pid}")
+    return ts.tv_sec + ts.tv_nsec / 1e9
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
@@ -327,17 +349,19 @@ class RawHttp:
 
 @contextlib.contextmanager
 def sampled(pid: int, name: str) -> Iterator[None]:
-    """BENCH_PYSPY=<dir>: sample `pid` with py-spy (on PATH) while the block runs, native
-    frames included; collapsed stacks in <dir>/<name>.txt. Otherwise nothing."""
+    """BENCH_PYSPY=<dir>: sample `pid` with py-spy (on PATH) while the block runs
+    (BENCH_PYSPY_NATIVE=1: C frames too); collapsed stacks in <dir>/<name>.txt."""
     folder = os.environ.get("BENCH_PYSPY")
     if not folder:
         yield
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     out = Path(folder).resolve() / f"{name}.txt"
+    # C frames need the process paused for each sample: more overhead
+    how = ["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else ["--nonblocking"]
     proc = subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-         "--nonblocking", "--output", str(out)],
+         *how, "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

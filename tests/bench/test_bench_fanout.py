@@ -36,6 +36,7 @@ from tests.bench.support import (
     ROOT,
     BenchEnv,
     Running,
+    cpu_clock_s,
     cpu_split,
     percentile,
     rss_mb,
@@ -51,6 +52,7 @@ PROCESSES = 2
 SPREAD_EVENTS = 1000
 SPREAD_INTERVAL_S = 0.01  # 100 lines/s, 1,000 deliveries/s
 BROADCAST_EVENTS = 50
+IDLE_WINDOW_S = 5.0
 BROADCAST_INTERVAL_S = 0.1
 
 
@@ -238,6 +240,11 @@ async def test_bench_publish_to_receipt_latency_at_1000_clients(
                                lambda g, st: st["connected"] == g.clients, 300, stack)  # fmt: skip
                 assert await stream_clients(stack) == LATENCY_CLIENTS
                 expected: dict[str, set[int]] = {s.sid: set() for s in sessions}
+                # what the gateway spends holding the clients with nothing to send
+                idle0 = await phase_cpu(stack, gens)
+                await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait
+                idle1 = await phase_cpu(stack, gens)
+                idle_ms_s = (idle1[0] - idle0[0]) * 1e3 / IDLE_WINDOW_S
                 cpu0 = await phase_cpu(stack, gens)
                 next_at = time.perf_counter()
                 with sampled(stack.gateway().pid, "gateway-spread"):
@@ -253,11 +260,11 @@ async def test_bench_publish_to_receipt_latency_at_1000_clients(
                     lambda g, st: st["received"].get("spread", 0) == g.clients * per_client,
                     120, stack,
                 )  # fmt: skip
-                spread_cpu = cpu_per_frame(
-                    cpu0,
-                    await phase_cpu(stack, gens),
-                    LATENCY_CLIENTS // sessions_n * SPREAD_EVENTS,
-                )
+                cpu1 = await phase_cpu(stack, gens)
+                frames = LATENCY_CLIENTS // sessions_n * SPREAD_EVENTS
+                spread_cpu = cpu_per_frame(cpu0, cpu1, frames)
+                net = (cpu1[0] - cpu0[0]
+                       - idle_ms_s / 1e3 * SPREAD_EVENTS * SPREAD_INTERVAL_S) * 1e6 / frames
                 spread = latencies_of([await g.ask("report spread") for g in gens], expected)
                 rss_spread = rss_mb(stack.gateway().pid)
             await wait_gone(stack)
@@ -271,7 +278,9 @@ async def test_bench_publish_to_receipt_latency_at_1000_clients(
         f"  spread: {SPREAD_EVENTS} lines at {1 / SPREAD_INTERVAL_S:.0f}/s over {sessions_n} "
         f"sessions x {PER_SESSION} clients: p50 {verdict(percentile(spread, 50), 5)} ms, "
         f"p99 {verdict(percentile(spread, 99), 25)} ms, max {max(spread):.1f} ms "
-        f"(n={len(spread)}); CPU per delivered frame: {spread_cpu}",
+        f"(n={len(spread)}); CPU per delivered frame: {spread_cpu}; the gateway idle with "
+        f"{LATENCY_CLIENTS} clients: {idle_ms_s:.1f} ms CPU/s, so per frame net of it "
+        f"{net:.1f} µs",
         f"  broadcast: {BROADCAST_EVENTS} lines at {1 / BROADCAST_INTERVAL_S:.0f}/s to one "
         f"session watched by all {LATENCY_CLIENTS} clients: "
         f"p50 {verdict(percentile(broadcast, 50), 5)} ms, "
@@ -352,16 +361,19 @@ def gateway_pids(stack: Running) -> list[int]:
     return [pid, *map(int, children)]
 
 
-async def phase_cpu(stack: Running, gens: list[LoadGenerator]) -> tuple[float, float, float]:
-    """CPU seconds used so far by the gateway (user, system) and by the load generators."""
-    splits = [cpu_split(pid) for pid in gateway_pids(stack)]
-    return (sum(u for u, _ in splits), sum(s for _, s in splits),
-            sum([(await g.ask("status"))["cpu_s"] for g in gens]))
+async def phase_cpu(stack: Running, gens: list[LoadGenerator]) -> tuple[float, ...]:
+    """CPU seconds used so far: the gateway's (exact, from its CPU clock; and user,
+    system as /proc counts them in 10 ms ticks), the load generators'."""
+    pids = gateway_pids(stack)
+    splits = [cpu_split(pid) for pid in pids]
+    return (sum(cpu_clock_s(pid) for pid in pids), sum(u for u, _ in splits),
+            sum(s for _, s in splits), sum([(await g.ask("status"))["cpu_s"] for g in gens]))
 
 
 def cpu_per_frame(before: tuple[float, ...], after: tuple[float, ...], frames: int) -> str:
-    user, system, clients = ((a - b) * 1e6 / frames for a, b in zip(after, before, strict=True))
-    return (f"gateway {user + system:.1f} µs (user {user:.1f}, system {system:.1f}), "
+    total, user, system, clients = (
+        (a - b) * 1e6 / frames for a, b in zip(after, before, strict=True))
+    return (f"gateway {total:.1f} µs (user {user:.1f}, system {system:.1f} in ticks), "
             f"load generators {clients:.1f} µs")
 
 
