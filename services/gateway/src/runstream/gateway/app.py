@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig
 from litestar.static_files import create_static_files_router
 
 from runstream.bus import Bus, SessionAggregate
@@ -26,6 +26,7 @@ from runstream.gateway.openapi import StrictStructs, openapi_config
 from runstream.gateway.ratelimit import STORE, KVStore, limits, window_s
 from runstream.gateway.settings import GatewaySettings
 from runstream.gateway.state import Gateway
+from runstream.gateway.tracing import ServerSpan
 from runstream.store import open_store
 
 logger = structlog.get_logger()
@@ -80,18 +81,18 @@ def create_app(settings: GatewaySettings) -> Litestar:
         route_handlers=handlers,
         lifespan=[lifespan],
         # Auth first: the write limit counts per owner, the token's subject.
-        middleware=[AllowHeader(), auth, *limiters],
-        stores={STORE: rate_limits},
-        # A server span per request: its context rides on every event the request
-        # publishes, so an analysis is one trace from the submit to the settle.
-        # No child span per ASGI send/receive message: they said nothing the server span
-        # does not, and cost more CPU than the rest of a submit's tracing.
-        # Streams neither: a span as long as the stream says nothing, and its wrapper
-        # around every frame's send cost more than the frame itself.
-        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(
+        # A server span per request (`ServerSpan`, tracing.py): its context rides on every
+        # event the request publishes, so an analysis is one trace from the submit to the
+        # settle. No child span per ASGI send/receive message: they said nothing the
+        # server span does not. Streams have none: a span as long as the stream says
+        # nothing, and its wrapper around every frame's send cost more than the frame.
+        # Given as middleware, Litestar moves it outermost (the OpenTelemetry plugin would
+        # ignore `middleware_class`).
+        middleware=[OpenTelemetryConfig(
             exclude=["/healthz", "/readyz", "/metrics", r"/events$", r"/ws$"],
-            exclude_spans=["receive", "send"])),
-            StrictStructs()],
+            middleware_class=ServerSpan).middleware, AllowHeader(), auth, *limiters],
+        stores={STORE: rate_limits},
+        plugins=[StrictStructs()],
         exception_handlers=EXCEPTION_HANDLERS,
         dependencies=DEPENDENCIES,
         openapi_config=openapi_config(version=API_VERSION),
