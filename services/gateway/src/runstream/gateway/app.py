@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,6 +62,11 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 models=store.read_models, hub=hub, tokens=tokens,
             )
             logger.info("gateway.ready", stream=bus.stream, prefix=settings.prefix)
+            # What start-up built lives as long as the process: out of the collector's
+            # sight, a full collection walks only what requests allocate (with the
+            # start-up heap in it, each one stalled every request in flight for tens
+            # of ms under load; requests make next to no reference cycles).
+            gc.freeze()
             try:
                 yield
             finally:
