@@ -143,3 +143,27 @@ async def test_a_key_deleted_by_another_replica_counts_afresh(js, stream_names):
         assert allowed and window.count == 2
     finally:
         await js.delete_key_value(bucket)
+
+
+async def test_hits_queued_behind_a_caller_that_gives_up_are_still_counted(js, stream_names):
+    """The first hit on a key counts itself in its caller's task; when that caller is
+    cancelled (its time ran out), the hits that queued behind it get a drainer."""
+    bucket = f"RL_{stream_names.stream}"
+    store = KVStore(bucket, ttl_s=60)
+    await store.open(js)
+    try:
+        first = asyncio.create_task(store.hit("owner:alice", limit=10, window_s=60))
+        await asyncio.sleep(0)  # it runs up to its KV write and waits for the answer
+        assert store._drainers == {"owner:alice": None}
+        behind = [asyncio.create_task(store.hit("owner:alice", limit=10, window_s=60))
+                  for _ in range(3)]
+        await asyncio.sleep(0)  # they queue
+        assert len(store._queued["owner:alice"]) == 3
+        first.cancel()
+        results = await asyncio.gather(*behind)
+        assert all(allowed for _, allowed in results)
+        counts = sorted(window.count for window, _ in results)
+        assert counts[-1] - counts[0] == 2 and counts[-1] <= 4  # the cancelled one may count
+        assert not store._drainers and not store._queued
+    finally:
+        await js.delete_key_value(bucket)

@@ -76,9 +76,10 @@ class KVStore(Store):
         self.bucket = bucket
         self.ttl_s = ttl_s
         self._kv: KeyValue | None = None
-        # Per key: the hits waiting to be counted, and the task counting them.
+        # Per key: the hits waiting to be counted, and the task counting them (None: a
+        # caller is counting its own hit).
         self._queued: dict[str, list[asyncio.Future[tuple[Window, bool]]]] = {}
-        self._drainers: dict[str, asyncio.Task[None]] = {}
+        self._drainers: dict[str, asyncio.Task[None] | None] = {}
         # Per key: the revision this process last wrote or read, and the window it held.
         self._known: dict[str, tuple[int, Window | None]] = {}
 
@@ -152,19 +153,29 @@ class KVStore(Store):
     async def hit(self, key: str, limit: int, window_s: int) -> tuple[Window, bool]:
         """Count one request against `limit` per window: (the window, whether it fits).
 
-        Hits on one key in this process are counted together: each joins the queue of
-        its key, and one drainer task per key takes everything queued so far and adds it
-        to the shared window in one compare-and-set — a burst of N requests from one
-        owner costs a few writes, not N (nor N retry storms: one CAS per hit had 128
-        concurrent hits of one owner retrying 70 times each). Across replicas the
-        compare-and-set still decides: a concurrent write from another replica makes
-        this one fail, and the batch is counted again on the fresh value.
+        Hits on one key in this process are counted together: a hit on a key nobody in
+        this process is counting counts itself, at once, in the caller's task; hits that
+        arrive meanwhile queue, and one drainer task per key then takes everything
+        queued so far and adds it to the shared window in one compare-and-set — a burst
+        of N requests from one owner costs a few writes, not N (nor N retry storms: one
+        CAS per hit had 128 concurrent hits of one owner retrying 70 times each). Across
+        replicas the compare-and-set still decides: a concurrent write from another
+        replica makes this one fail, and the batch is counted again on the fresh value.
         """
-        fut: asyncio.Future[tuple[Window, bool]] = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(key, []).append(fut)
-        if key not in self._drainers:
-            self._drainers[key] = asyncio.create_task(self._drain(key, limit, window_s))
-        return await fut
+        if key in self._drainers:  # being counted: join the queue
+            fut: asyncio.Future[tuple[Window, bool]] = (
+                asyncio.get_running_loop().create_future())
+            self._queued.setdefault(key, []).append(fut)
+            return await fut
+        self._drainers[key] = None
+        try:
+            return (await self._count(key, 1, limit, window_s))[0]
+        finally:
+            # Also when this caller gave up waiting: whoever queued meanwhile is counted.
+            if key in self._queued:
+                self._drainers[key] = asyncio.create_task(self._drain(key, limit, window_s))
+            else:
+                del self._drainers[key]
 
     async def _drain(self, key: str, limit: int, window_s: int) -> None:
         try:
