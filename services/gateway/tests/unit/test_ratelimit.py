@@ -72,3 +72,98 @@ async def test_the_store_keeps_values_and_their_expiry(js, stream_names):
         assert await store.get("k") is None and not await store.exists("k")
     finally:
         await js.delete_key_value(bucket)
+
+
+class CountingStore(KVStore):
+    """Counts the store's reads of the bucket (its writes show in the key's revision)."""
+
+    reads = 0
+
+    async def _entry(self, key):
+        self.reads += 1
+        return await super()._entry(key)
+
+
+async def test_a_hit_on_a_key_this_process_knows_is_one_write_and_no_read(js, stream_names):
+    bucket = f"RL_{stream_names.stream}"
+    store = CountingStore(bucket, ttl_s=60)
+    await store.open(js)
+    try:
+        counts = [(await store.hit("owner:alice", limit=10, window_s=60))[0].count
+                  for _ in range(5)]
+        assert counts == [1, 2, 3, 4, 5]
+        assert store.reads == 0, "a new key is written blind, then from the known revision"
+        entry = await store.kv.get(store._key("owner:alice"))
+        assert entry.revision is not None
+        assert (await store.hit("owner:alice", limit=10, window_s=60))[0].count == 6
+        assert (await store.kv.get(store._key("owner:alice"))).revision == entry.revision + 1
+        assert store.reads == 0
+    finally:
+        await js.delete_key_value(bucket)
+
+
+async def test_replicas_taking_turns_on_one_owner_meet_one_limit(js, stream_names):
+    """Each write of one replica makes the other's known revision stale: every hit is
+    still counted once, in order, and the limit holds for both together."""
+    bucket = f"RL_{stream_names.stream}"
+    a, b = CountingStore(bucket, ttl_s=60), CountingStore(bucket, ttl_s=60)
+    for store in (a, b):
+        await store.open(js)
+    try:
+        answers = [await (a if i % 2 else b).hit("owner:alice", limit=5, window_s=60)
+                   for i in range(8)]
+        assert [(w.count, ok) for w, ok in answers] == [
+            (1, True), (2, True), (3, True), (4, True), (5, True), (5, False), (5, False),
+            (5, False)]
+        assert a.reads >= 3 and b.reads >= 2, "a stale revision is found out, then read"
+        # Both now know the window is full: refusing costs neither a read nor a write.
+        reads = a.reads + b.reads
+        revision = (await a.kv.get(a._key("owner:alice"))).revision
+        assert not (await a.hit("owner:alice", limit=5, window_s=60))[1]
+        assert a.reads + b.reads == reads
+        assert (await a.kv.get(a._key("owner:alice"))).revision == revision
+    finally:
+        await js.delete_key_value(bucket)
+
+
+async def test_a_key_deleted_by_another_replica_counts_afresh(js, stream_names):
+    """A delete leaves a marker on the key's subject: the write after it must expect the
+    marker's revision, neither 0 nor the revision this process knew."""
+    bucket = f"RL_{stream_names.stream}"
+    a, b = KVStore(bucket, ttl_s=60), KVStore(bucket, ttl_s=60)
+    for store in (a, b):
+        await store.open(js)
+    try:
+        for _ in range(2):
+            await a.hit("owner:alice", limit=3, window_s=60)
+        await b.delete("owner:alice")
+        window, allowed = await a.hit("owner:alice", limit=3, window_s=60)
+        assert allowed and window.count == 1
+        window, allowed = await b.hit("owner:alice", limit=3, window_s=60)
+        assert allowed and window.count == 2
+    finally:
+        await js.delete_key_value(bucket)
+
+
+async def test_hits_queued_behind_a_caller_that_gives_up_are_still_counted(js, stream_names):
+    """The first hit on a key counts itself in its caller's task; when that caller is
+    cancelled (its time ran out), the hits that queued behind it get a drainer."""
+    bucket = f"RL_{stream_names.stream}"
+    store = KVStore(bucket, ttl_s=60)
+    await store.open(js)
+    try:
+        first = asyncio.create_task(store.hit("owner:alice", limit=10, window_s=60))
+        await asyncio.sleep(0)  # it runs up to its KV write and waits for the answer
+        assert store._drainers == {"owner:alice": None}
+        behind = [asyncio.create_task(store.hit("owner:alice", limit=10, window_s=60))
+                  for _ in range(3)]
+        await asyncio.sleep(0)  # they queue
+        assert len(store._queued["owner:alice"]) == 3
+        first.cancel()
+        results = await asyncio.gather(*behind)
+        assert all(allowed for _, allowed in results)
+        counts = sorted(window.count for window, _ in results)
+        assert counts[-1] - counts[0] == 2 and counts[-1] <= 4  # the cancelled one may count
+        assert not store._drainers and not store._queued
+    finally:
+        await js.delete_key_value(bucket)

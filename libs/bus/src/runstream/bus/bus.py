@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import msgspec
 import nats
@@ -15,6 +16,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
+from runstream.bus.client import NatsClient
 from runstream.bus.errors import EventTooLarge, LogTextTooLarge
 from runstream.bus.settings import BusSettings
 from runstream.contracts import (
@@ -117,8 +119,7 @@ class Bus:
         async def on_error(exc: Exception) -> None:
             log.warning("nats.error", error=str(exc))
 
-        nc = await nats.connect(
-            server_urls(settings.url),
+        options: dict[str, Any] = dict(  # as `nats.connect` passes them (floats included)
             name=name,
             connect_timeout=settings.connect_timeout_s,
             max_reconnect_attempts=-1,
@@ -128,6 +129,8 @@ class Bus:
             error_cb=on_error,
             pending_size=DEFAULT_PENDING_SIZE if buffer_while_disconnected else 0,
         )
+        nc = NatsClient()
+        await nc.connect(server_urls(settings.url), **options)
         try:
             bus = cls(settings, nc)
             bus._reconnect_hooks = hooks

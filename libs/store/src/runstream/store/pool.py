@@ -45,6 +45,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's `reset`: nothing to send on release.
+
+    asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL;` every time a connection goes back to the pool: a second round trip for
+    every one-query read (about a tenth of the gateway's CPU per submit, and Postgres
+    work on the same cores). Runstream's pooled connections hold no session state to
+    undo: settings come at connect time, transactions are `async with` blocks (asyncpg
+    still rolls back one left open, and drops listeners, before calling this), LISTEN
+    has a connection of its own, and no code takes session advisory locks, holds
+    cursors or runs a bare SET on them. Keep it that way, or reset here.
+    """
+
+
 async def connect(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> asyncpg.Connection:
     """One connection configured like the pool's (for listeners and one-off jobs)."""
     conn = await asyncpg.connect(dsn, server_settings={"search_path": validate_schema(schema)})
@@ -71,6 +85,7 @@ async def create_pool(
         max_size=max_size,
         server_settings={**(settings or {}), "search_path": validate_schema(schema)},
         init=init_connection,
+        reset=keep_session,
         timeout=connect_timeout,
         command_timeout=command_timeout,
     )
