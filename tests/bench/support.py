@@ -96,6 +96,12 @@ class _Timespec(ctypes.Structure):
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
+def with_children(pid: int) -> list[int]:
+    """A process and its children (a gateway with workers: the supervisor and each one)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
 def cpu_split(pid: int) -> tuple[float, float]:
     """User and system CPU seconds a live process has used so far."""
     raw = Path(f"/proc/{pid}/stat").read_text()

@@ -43,6 +43,7 @@ from tests.bench.support import (
     run_services,
     sampled,
     token,
+    with_children,
 )
 
 CLIENTS = int(os.environ.get("BENCH_FANOUT_CLIENTS", "10000"))
@@ -354,17 +355,10 @@ async def test_bench_broadcast_with_gateway_workers(bench_env: BenchEnv, tmp_pat
     )
 
 
-def gateway_pids(stack: Running) -> list[int]:
-    """The gateway process and, with workers, its worker processes."""
-    pid = stack.gateway().pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *map(int, children)]
-
-
 async def phase_cpu(stack: Running, gens: list[LoadGenerator]) -> tuple[float, ...]:
     """CPU seconds used so far: the gateway's (exact, from its CPU clock; and user,
     system as /proc counts them in 10 ms ticks), the load generators'."""
-    pids = gateway_pids(stack)
+    pids = with_children(stack.gateway().pid)
     splits = [cpu_split(pid) for pid in pids]
     return (sum(cpu_clock_s(pid) for pid in pids), sum(u for u, _ in splits),
             sum(s for _, s in splits), sum([(await g.ask("status"))["cpu_s"] for g in gens]))

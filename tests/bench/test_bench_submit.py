@@ -24,7 +24,15 @@ import pytest
 
 from runstream.bus import Bus
 from runstream.contracts import SessionCreated, encode, new_id
-from tests.bench.support import BenchEnv, RawHttp, cpu_s, run_services, summary_ms
+from tests.bench.support import (
+    BenchEnv,
+    RawHttp,
+    Running,
+    cpu_clock_s,
+    run_services,
+    summary_ms,
+    with_children,
+)
 
 CLIENTS = 32
 SUBMITS_PER_CLIENT = int(os.environ.get("BENCH_SUBMITS_PER_CLIENT", "40"))
@@ -126,6 +134,12 @@ OPEN_LOOP = [
     )
 ]
 OPEN_LOOP_CONNECTIONS = 128
+# > 1: the gateway as that many worker processes on one port (SO_REUSEPORT)
+OPEN_LOOP_GATEWAY_WORKERS = int(os.environ.get("BENCH_SUBMIT_GATEWAY_WORKERS", "1"))
+
+
+def _gateway_cpu_s(stack: Running) -> float:
+    return sum(cpu_clock_s(pid) for pid in with_children(stack.gateway().pid))
 
 
 def _nearest(values: list[float], p: float) -> float:
@@ -143,7 +157,8 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
     session of its own, created beforehand straight on the stream (not timed)."""
     total = sum(int(rate * seconds) for rate, seconds in OPEN_LOOP)
     owners = [f"bench-{i}" for i in range(OPEN_LOOP_CONNECTIONS)]
-    async with run_services(bench_env, tmp_path) as stack:
+    workers = {"RUNSTREAM_GATEWAY_WORKERS": str(OPEN_LOOP_GATEWAY_WORKERS)}
+    async with run_services(bench_env, tmp_path, gateway=workers) as stack:
         async with Bus.connect(bench_env.bus_settings(), name="bench-sessions") as bus:
             t0 = datetime.now(UTC)
             sessions = [new_id() for _ in range(total)]
@@ -182,7 +197,7 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
         start = time.perf_counter()
         i = 0
         for phase, (rate, seconds) in enumerate(OPEN_LOOP):
-            cpu0 = cpu_s(stack.gateway().pid)
+            cpu0 = _gateway_cpu_s(stack)
             for n in range(int(rate * seconds)):
                 intended = start + n / rate
                 delay = intended - time.perf_counter()
@@ -193,14 +208,15 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
             spans.append((start, start + seconds))
             start += seconds
             await asyncio.gather(*tasks)  # its answers, before the next phase's clock
-            gateway_cpu.append(cpu_s(stack.gateway().pid) - cpu0)
+            gateway_cpu.append(_gateway_cpu_s(stack) - cpu0)
         gc.unfreeze()
         for conn in conns:
             await conn.__aexit__()
         stack.gateway().check_alive()
 
     print(f"\n[bench submit open-loop] {total} submits by {len(owners)} owners (one keep-alive "
-          "connection each), each to its own session; latency from the intended send time")
+          "connection each), each to its own session; latency from the intended send time; "
+          f"the gateway as {OPEN_LOOP_GATEWAY_WORKERS} process(es)")
     print("  offered/s  achieved/s   p50 ms   p99 ms  p99.9 ms   max ms  non-202"
           "  gateway CPU/submit")
     for phase, (rate, seconds) in enumerate(OPEN_LOOP):
