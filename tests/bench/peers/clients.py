@@ -25,10 +25,44 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tests.bench.sse_clients import Chunked
 from tests.bench.support import RawHttp
 
 POLL_INTERVAL_S = 0.5  # celery-progress's default
+
+
+class Chunked:
+    """Incremental HTTP/1.1 chunked-transfer decoder."""
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+        self.left = 0  # data bytes of the current chunk still to come
+        self.skip = 0  # bytes of the CRLF after a chunk still to drop
+
+    def feed(self, data: bytes) -> bytes:
+        self.raw += data
+        out = bytearray()
+        while self.raw:
+            if self.skip:
+                n = min(self.skip, len(self.raw))
+                del self.raw[:n]
+                self.skip -= n
+                continue
+            if self.left:
+                take = min(self.left, len(self.raw))
+                out += self.raw[:take]
+                del self.raw[:take]
+                self.left -= take
+                if not self.left:
+                    self.skip = 2
+                continue
+            end = self.raw.find(b"\r\n")
+            if end < 0:
+                break
+            self.left = int(bytes(self.raw[:end]).split(b";")[0] or b"0", 16)
+            del self.raw[: end + 2]
+            if self.left == 0:  # the last chunk: the stream is over
+                break
+        return bytes(out)
 
 
 @dataclass
