@@ -18,15 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-MARK = re.compile(rb"bench\|(\w+)\|(\d+)\|(\d+)")
-SSE_ID = re.compile(rb"(?m)^id: ?(\d+)")
 
 
 class Client(asyncio.Protocol):
@@ -40,7 +36,7 @@ class Client(asyncio.Protocol):
         self.error: str | None = None
         self.last_id = 0
         self.order_errors = 0
-        self.received: dict[str, list[tuple[int, int]]] = {}
+        self.received: dict[bytes, list[tuple[int, int]]] = {}  # by tag
         self.transport: Any = None
         self.head = b""
         self.body = b""
@@ -67,20 +63,33 @@ class Client(asyncio.Protocol):
                 self.ready.set_result(None)
         # The chunked framing is left in: a chunk-size line never looks like an SSE field
         # or a mark, and each frame starts on a line of its own. Only whole frames are read.
+        # Plain `find`s rather than regular expressions: this runs for every receipt.
         body = self.body + data if self.body else data
         end = body.rfind(b"\n\n") + 2
         if end < 2:
             self.body = body
             return
-        chunk, self.body = body[:end], body[end:]
-        for m in SSE_ID.finditer(chunk):
-            seq = int(m.group(1))
+        if end < len(body):
+            chunk, self.body = body[:end], body[end:]
+        else:
+            chunk, self.body = body, b""
+        at = chunk.find(b"id: ")  # (event JSON has no spaces: only the SSE field matches)
+        while at >= 0:
+            stop = chunk.find(b"\n", at)
+            seq = int(chunk[at + 4 : stop])
             if seq <= self.last_id:
                 self.order_errors += 1
             self.last_id = seq
-        for m in MARK.finditer(chunk):
-            tag = m.group(1).decode()
-            self.received.setdefault(tag, []).append((int(m.group(2)), now - int(m.group(3))))
+            at = chunk.find(b"id: ", stop)
+        at = chunk.find(b"bench|")
+        while at >= 0:
+            stop = chunk.find(b'"', at)
+            _, tag, k, sent = chunk[at:stop].split(b"|")
+            got = self.received.get(tag)
+            if got is None:
+                got = self.received[tag] = []
+            got.append((int(k), now - int(sent)))
+            at = chunk.find(b"bench|", stop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(f"{type(exc).__name__}: {exc}" if exc else "stream ended")
@@ -142,7 +151,7 @@ async def main(config: dict[str, Any]) -> None:
             received: dict[str, int] = {}
             for c in clients:
                 for tag, items in c.received.items():
-                    received[tag] = received.get(tag, 0) + len(items)
+                    received[tag.decode()] = received.get(tag.decode(), 0) + len(items)
             errors = [c.error for c in clients if c.error]
             reply({
                 "clients": len(clients),
@@ -152,7 +161,7 @@ async def main(config: dict[str, Any]) -> None:
                 "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
             })  # fmt: skip
         elif command == "report":
-            reply({"clients": [[c.sid, c.received.get(arg, [])] for c in clients]})
+            reply({"clients": [[c.sid, c.received.get(arg.encode(), [])] for c in clients]})
         elif command == "quit":
             break
     for c in clients:
