@@ -3,8 +3,8 @@
 It consumes the session subjects (`<prefix>.*.session`) and acks every other session
 event at once. Each step is reported through `StepReporter` with deterministic ids, and
 a redelivery skips the steps that already completed. The context step also reads the
-values of the dataset's category columns (once per dataset and process), so a question
-can name them ("revenue in the West").
+values of the dataset's category columns (once per content and process: kept by the
+object's digest), so a question can name them ("revenue in the West").
 """
 
 from __future__ import annotations
