@@ -14,7 +14,15 @@ from runstream.analysis_worker.planner import (
 )
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
 from runstream.analysis_worker.worker import AnalysisWorker
-from runstream.bus import Bus, Delivery, Retry, SessionAggregate, put_dataset, read_subject
+from runstream.bus import (
+    Bus,
+    Delivery,
+    Retry,
+    SessionAggregate,
+    delete_dataset,
+    put_dataset,
+    read_subject,
+)
 from runstream.bus.consumer import MaxDeliveries
 from runstream.contracts import (
     AnalysisRequested,
@@ -153,6 +161,34 @@ async def test_the_planner_sees_the_dataset_name_and_its_category_values(bus: Bu
     seen = planner.seen[0]
     assert seen.dataset_name == "sales.csv"
     assert seen.values == {"region": ["West", "East"]}, "most frequent first"
+
+
+async def test_the_same_file_under_another_name_reuses_its_profile(bus: Bus):
+    data = b"region,revenue\nWest,1.0\nEast,2.0\nWest,3.5\n"
+    planner = ScriptedPlanner(PLAN, PLAN, PLAN)
+    worker = AnalysisWorker(bus, settings(bus), planner)
+    for _ in range(2):
+        name = f"obj-{new_id()}"  # each upload is its own object
+        await put_dataset(bus, name, data)
+        await worker.handle(await requested(bus, await session(bus, object_name=name)))
+    assert [s.values for s in planner.seen] == [{"region": ["West", "East"]}] * 2
+    assert worker.datasets.fetches == 1 and len(worker._profiles) == 1
+    # The same name put again with other bytes is profiled again, from the new bytes.
+    await put_dataset(bus, name, b"region,revenue\nNorth,1.0\n")
+    await worker.handle(await requested(bus, await session(bus, object_name=name)))
+    assert planner.seen[-1].values == {"region": ["North"]}
+    assert worker.datasets.fetches == 2 and len(worker._profiles) == 2
+
+
+async def test_a_deleted_dataset_loses_its_profile_even_once_profiled(bus: Bus):
+    name = f"obj-{new_id()}"
+    await put_dataset(bus, name, b"region,revenue\nWest,1.0\n")
+    planner = ScriptedPlanner(PLAN, PLAN)
+    worker = AnalysisWorker(bus, settings(bus), planner)
+    await worker.handle(await requested(bus, await session(bus, object_name=name)))
+    await delete_dataset(bus, name)
+    await worker.handle(await requested(bus, await session(bus, object_name=name)))
+    assert [s.values for s in planner.seen] == [{"region": ["West"]}, {}]
 
 
 async def test_a_dataset_that_cannot_be_read_only_loses_the_value_profile(bus: Bus):

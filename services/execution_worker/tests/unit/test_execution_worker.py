@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from runstream.bus import Bus, Delivery, Retry, SessionAggregate, put_dataset, read_subject
+from runstream.bus import (
+    Bus,
+    Delivery,
+    Retry,
+    SessionAggregate,
+    delete_dataset,
+    put_dataset,
+    read_subject,
+)
 from runstream.contracts import (
     EVENT_MAX_BYTES,
     AnalysisSettled,
@@ -158,6 +166,39 @@ async def test_a_failing_script_fails_the_step_and_settles_the_analysis_failed(b
     settled = events[-1]
     assert isinstance(settled, AnalysisSettled) and settled.status == "failed"
     assert settled.error is not None and settled.error.step == "execute"
+
+
+async def test_questions_about_one_file_read_its_bytes_once_whatever_its_name(bus: Bus):
+    """Each session stores the file under its own object name; the bytes are the same."""
+    worker = ExecutionWorker(bus, settings(bus))
+    for _ in range(3):
+        sid, mid = await locked_message(bus)
+        await worker.handle(await script_delivery(bus, sid, mid, "SELECT count(*) FROM data"))
+        [result] = [e for e in await events_of(bus, sid) if isinstance(e, ExecutionCompleted)]
+        assert result.rows == [[3]]
+    assert worker.datasets.fetches == 1
+
+
+async def test_a_dataset_deleted_after_its_bytes_were_cached_is_no_longer_stored(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus))
+    sid, mid = await locked_message(bus)
+    await worker.handle(await script_delivery(bus, sid, mid, "SELECT 1"))
+    sid, mid = await locked_message(bus)
+    delivery = await script_delivery(bus, sid, mid, "SELECT 1")  # the same bytes again
+    await delete_dataset(bus, f"obj-{sid}")
+    await worker.handle(delivery)
+    events = await events_of(bus, sid)
+    [failed] = [e for e in events if isinstance(e, ExecutionFailed)]
+    assert failed.error == "dataset sales.csv is no longer stored"
+    assert not any(isinstance(e, ExecutionStarted | ExecutionCompleted) for e in events)
+
+
+async def test_a_cache_bound_of_zero_reads_the_dataset_for_every_question(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus, dataset_cache_bytes=0))
+    for _ in range(2):
+        sid, mid = await locked_message(bus)
+        await worker.handle(await script_delivery(bus, sid, mid, "SELECT 1"))
+    assert worker.datasets.fetches == 2 and len(worker.datasets) == 0
 
 
 async def test_a_cancelled_message_is_not_executed(bus: Bus):

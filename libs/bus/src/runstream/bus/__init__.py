@@ -9,6 +9,7 @@ from runstream.bus.consumer import (
     ensure_consumer,
     watch_max_deliveries,
 )
+from runstream.bus.dataset_cache import DEFAULT_CACHE_BYTES, Dataset, DatasetCache
 from runstream.bus.errors import (
     BusError,
     ConcurrencyConflict,
@@ -37,6 +38,7 @@ from runstream.bus.session import Committed, SessionAggregate, SessionState
 from runstream.bus.settings import BusSettings
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
     "Bus",
     "BusError",
     "BusSettings",
@@ -45,6 +47,8 @@ __all__ = [
     "ConsumerKind",
     "ConsumerRow",
     "ConsumerSpec",
+    "Dataset",
+    "DatasetCache",
     "Delivery",
     "Entry",
     "EventTooLarge",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
+from runstream.bus import DEFAULT_CACHE_BYTES
 from runstream.pipeline import WorkerSettings
 
 
@@ -16,6 +17,9 @@ class AnalysisWorkerSettings(WorkerSettings):
     # Test/demo knob: hold every plan step this long before planning (keeps an
     # analysis running on purpose, e.g. to race submits against it). 0 in production.
     planner_delay_s: float = 0.0
+    # Dataset bytes kept in this process, by content digest (docs/workers.md); an object
+    # larger than this is read each time. 0 turns the cache off.
+    dataset_cache_bytes: int = Field(default=DEFAULT_CACHE_BYTES, ge=0)
     durable: str = "analysis-worker"
     # Handlers mostly wait (NATS round trips, the planner's HTTP call): 16 in flight
     # keep both busy; more would hoard deliveries another replica could take.

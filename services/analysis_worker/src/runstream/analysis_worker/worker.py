@@ -3,8 +3,8 @@
 It consumes the session subjects (`<prefix>.*.session`) and acks every other session
 event at once. Each step is reported through `StepReporter` with deterministic ids, and
 a redelivery skips the steps that already completed. The context step also reads the
-values of the dataset's category columns (once per dataset and process), so a question
-can name them ("revenue in the West").
+values of the dataset's category columns (once per content and process: kept by the
+object's digest), so a question can name them ("revenue in the West").
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from runstream.analysis_worker.planner import (
 )
 from runstream.analysis_worker.planner.profile import profile_dataset
 from runstream.analysis_worker.settings import AnalysisWorkerSettings
-from runstream.bus import Bus, ConsumerSpec, Delivery, Retry, get_dataset, session_events
+from runstream.bus import Bus, ConsumerSpec, DatasetCache, Delivery, Retry, session_events
 from runstream.contracts import (
     AnalysisRequested,
     AnalysisSettled,
@@ -121,7 +121,8 @@ def build_context(history: list[SessionEvent], request: AnalysisRequested) -> An
 
 class AnalysisWorker:
     def __init__(
-        self, bus: Bus, settings: AnalysisWorkerSettings, planner: Planner | None = None
+        self, bus: Bus, settings: AnalysisWorkerSettings, planner: Planner | None = None,
+        datasets: DatasetCache | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -133,8 +134,10 @@ class AnalysisWorker:
                             if settings.openai_api_key else None),
             timeout_s=settings.planner_timeout_s,
         )
-        # Datasets are immutable under their object name, so their profile never goes stale.
-        self._profiles: OrderedDict[str, dict[str, list[str]]] = OrderedDict()
+        self.datasets = datasets or DatasetCache(settings.dataset_cache_bytes)
+        # Profiles by (content digest, format): the same file uploaded again under another
+        # name reuses its profile, and a name put again with new bytes gets a new one.
+        self._profiles: OrderedDict[tuple[str, str], dict[str, list[str]]] = OrderedDict()
 
     def spec(self) -> ConsumerSpec:
         return consumer_spec(self.settings, self.bus.subjects.all_sessions)
@@ -233,21 +236,22 @@ class AnalysisWorker:
     async def _values(self, ctx: AnalysisContext) -> dict[str, list[str]]:
         """The dataset's category values; none (the planner then reads the sample rows)
         when the dataset cannot be read here — the execution step will say why."""
-        key = ctx.dataset.object_name
-        if key in self._profiles:
-            self._profiles.move_to_end(key)
-            return self._profiles[key]
+        name, fmt = ctx.dataset.object_name, ctx.dataset.format
         try:
-            data = await get_dataset(self.bus, key)
-            values = await asyncio.to_thread(
-                profile_dataset, data, ctx.dataset.format, ctx.planning.columns
-            )
+            info = await self.datasets.info(self.bus, name)
+            key = (info.digest or "", fmt)
+            if key[0] and key in self._profiles:
+                self._profiles.move_to_end(key)
+                return self._profiles[key]
+            digest, data = await self.datasets.read(self.bus, name, info)
+            values = await asyncio.to_thread(profile_dataset, data, fmt, ctx.planning.columns)
         except Exception as exc:  # any failure only loses the profile
-            logger.warning("analysis.profile_unavailable", object_name=key, error=repr(exc))
+            logger.warning("analysis.profile_unavailable", object_name=name, error=repr(exc))
             return {}
-        self._profiles[key] = values
-        while len(self._profiles) > PROFILES_KEPT:
-            self._profiles.popitem(last=False)
+        if digest:  # bytes checked against their digest: the profile is theirs for good
+            self._profiles[(digest, fmt)] = values
+            while len(self._profiles) > PROFILES_KEPT:
+                self._profiles.popitem(last=False)
         return values
 
     async def _plan(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from runstream.bus import DEFAULT_CACHE_BYTES
 from runstream.pipeline import WorkerSettings
 
 
@@ -20,6 +21,9 @@ class ExecutionWorkerSettings(WorkerSettings):
     sandbox_spares: int = Field(default=1, ge=0)
     # A spare idle this long is killed, and replaced only when the next query comes.
     sandbox_spare_idle_s: float = Field(default=300.0, gt=0)
+    # Dataset bytes kept in this process, by content digest (docs/workers.md); an object
+    # larger than this is read each time. 0 turns the cache off.
+    dataset_cache_bytes: int = Field(default=DEFAULT_CACHE_BYTES, ge=0)
     durable: str = "execution-worker"
     # Each query is a child process with up to sandbox_memory_mb and sandbox_threads:
     # 4 in flight bound memory (4 x 512 MB) and already saturate two cores.

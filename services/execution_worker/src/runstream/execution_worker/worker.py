@@ -17,7 +17,7 @@ import msgspec
 import nats.js.errors
 import structlog
 
-from runstream.bus import Bus, ConsumerSpec, Delivery, Retry, get_dataset
+from runstream.bus import Bus, ConsumerSpec, DatasetCache, Delivery, Retry
 from runstream.contracts import (
     EVENT_MAX_BYTES,
     DeadLetter,
@@ -56,11 +56,14 @@ WORKER = "execution-worker"
 
 class ExecutionWorker:
     def __init__(
-        self, bus: Bus, settings: ExecutionWorkerSettings, spares: SparePool | None = None
+        self, bus: Bus, settings: ExecutionWorkerSettings, spares: SparePool | None = None,
+        datasets: DatasetCache | None = None,
     ) -> None:
         self.bus = bus
         self.spares = spares
         self.settings = settings
+        # Questions about one dataset come in runs: its bytes are read once per process.
+        self.datasets = datasets or DatasetCache(settings.dataset_cache_bytes)
         self.limits = SandboxLimits(
             timeout_s=settings.sandbox_timeout_s,
             memory_mb=settings.sandbox_memory_mb,
@@ -125,7 +128,7 @@ class ExecutionWorker:
             await self._fail(script, guard, steps, "sandbox", "the script names no dataset")
             return
         try:
-            data = await get_dataset(self.bus, dataset.object_name)
+            data = await self.datasets.get(self.bus, dataset.object_name)
         except (nats.js.errors.NotFoundError, nats.js.errors.ObjectNotFoundError):
             await self._fail(
                 script, guard, steps, "sandbox", f"dataset {dataset.name} is no longer stored"
