@@ -335,3 +335,65 @@ async def test_up_with_two_gateway_workers_streams_across_them_and_restarts_one_
     # running_up has checked: up exited 0, the gateway (the supervisor) stopped with 0,
     # and no process it started, the workers included, is left.
     assert still_running(up.started) == []
+
+
+async def test_a_stream_cut_by_a_killed_worker_resumes_on_another_with_nothing_lost_or_twice(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """kill -9 of the worker serving a live SSE stream (its frames written straight to the
+    connection) while events keep coming: the client reconnects with Last-Event-ID, lands
+    on whichever worker the kernel picks, and sees every event once, in order."""
+    renames = 120
+    env = _env(RUNSTREAM_DATABASE_URL=database_url, RUNSTREAM_CLEANUP_EVERY="off",
+               RUNSTREAM_RATE_LIMIT_WRITES="1000000/minute")
+    async with running_up(tmp_path, env, "--gateways", "2") as up:
+        await up.wait_output(r'"event": "gateway.serving"', timeout=START_TIMEOUT_S)
+        found = re.search(r"^gateway\s*\| started \(pid (\d+)\)$", up.output(), re.M)
+        assert found, up.output()[-4000:]
+        supervisor = int(found[1])
+        pids = worker_pids(supervisor)
+        assert len(pids) == 2, up.output()[-4000:]
+        url, token = up.values["RUNSTREAM_URL"], up.values["RUNSTREAM_TOKEN"]
+        victim, survivor = sorted(pids)
+        async with client_on(url, token, survivor, pids) as writer:
+            created = await writer.post("/api/sessions", json={"title": "t-start"})
+            assert created.status_code == 201, created.text
+            sid = created.json()["session_id"]
+
+            async def rename_all() -> None:  # events keep coming through the survivor
+                for i in range(renames):
+                    r = await writer.patch(f"/api/sessions/{sid}", json={"title": f"t{i}"})
+                    assert r.status_code == 200, r.text
+
+            titles: list[str] = []
+            ids: list[int] = []
+            killed = False
+
+            async def read(client: httpx.AsyncClient, cursor: int | None) -> None:
+                nonlocal killed
+                headers = {"Last-Event-ID": str(cursor)} if cursor is not None else {}
+                async with client.stream("GET", f"/api/sessions/{sid}/events",
+                                         headers=headers) as events:
+                    assert events.status_code == 200
+                    async for frame in sse_frames(events):
+                        assert frame.event != "reset", frame
+                        ids.append(int(frame.id or 0))
+                        if frame.event == "session_renamed":
+                            titles.append(frame.data["title"])
+                            if len(titles) == renames // 4 and not killed:
+                                assert serving_pid(events, pids) == victim
+                                killed = True
+                                os.kill(victim, signal.SIGKILL)
+                        if titles[-1:] == [f"t{renames - 1}"]:
+                            return
+
+            async with client_on(url, token, victim, pids) as reader:
+                writing = asyncio.create_task(rename_all())
+                with pytest.raises(httpx.HTTPError):  # the connection dies with the worker
+                    await asyncio.wait_for(read(reader, None), 60)
+            assert killed
+            async with one_connection(url, token) as again:  # any worker still up
+                await asyncio.wait_for(read(again, ids[-1]), 60)
+            await writing
+    assert titles == [f"t{i}" for i in range(renames)], "every rename once, in order"
+    assert ids == sorted(set(ids)), "no frame twice, none out of order"
