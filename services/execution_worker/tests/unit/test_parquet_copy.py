@@ -14,13 +14,13 @@ from runstream.execution_worker.sandbox import SandboxLimits, SandboxResult, run
 # Every type read_csv_auto infers here, with NULLs (empty fields) in each column and text
 # that needs quoting (commas, quotes, a newline).
 MIXED = (
-    'id,day,seen_at,clock,price,big,flag,"unit name",note,empty\n'
-    '1,2024-01-31,2024-01-31 10:11:12,10:11:12,12.50,12345678901234.56,true,kg,'
-    '"a, ""quoted"" b",\n'
-    "2,,2024-02-29 23:59:59,,3.1,,false,,plain,\n"
-    '3,2024-03-01,,08:00:00,,-0.001,,"l, m","multi\nline",\n'
-    "4,1999-12-31,2000-01-01 00:00:00,23:59:59,-7,0,true,kg,,\n"
-).encode()
+    b'id,day,seen_at,clock,price,big,flag,"unit name",note,empty\n'
+    b'1,2024-01-31,2024-01-31 10:11:12,10:11:12,12.50,12345678901234.56,true,kg,'
+    b'"a, ""quoted"" b",\n'
+    b"2,,2024-02-29 23:59:59,,3.1,,false,,plain,\n"
+    b'3,2024-03-01,,08:00:00,,-0.001,,"l, m","multi\nline",\n'
+    b"4,1999-12-31,2000-01-01 00:00:00,23:59:59,-7,0,true,kg,,\n"
+)
 
 QUERIES = [
     "SELECT * FROM data ORDER BY id",
