@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from typing import Any
 
@@ -18,6 +19,7 @@ from runstream.bus import (
     put_dataset,
     read_subject,
 )
+from runstream.bus.dataset_cache import digest_of
 from runstream.contracts import (
     EVENT_MAX_BYTES,
     AnalysisSettled,
@@ -40,6 +42,7 @@ from runstream.contracts import (
 )
 from runstream.execution_worker.settings import ExecutionWorkerSettings
 from runstream.execution_worker.worker import ExecutionWorker
+from runstream.pipeline import run_pipeline_worker
 from runstream.testing import wait_until
 
 CSV = b"region,revenue\nNorth,10\nSouth,20\nNorth,30\n"
@@ -67,8 +70,22 @@ async def locked_message(bus: Bus, ttl_s: float | None = None) -> tuple[str, str
     return sid, mid
 
 
-async def script_delivery(bus: Bus, sid: str, mid: str, sql: str, **extra: Any) -> Delivery:
-    await put_dataset(bus, f"obj-{sid}", CSV)
+async def script_delivery(
+    bus: Bus, sid: str, mid: str, sql: str, data: bytes = CSV, **extra: Any
+) -> Delivery:
+    await publish_script(bus, sid, mid, sql, data, **extra)
+    psub = await bus.js.pull_subscribe(
+        bus.subjects.message(sid, mid, "script_generated"), stream=bus.stream
+    )
+    [msg] = await psub.fetch(1, timeout=5)
+    await psub.unsubscribe()
+    return Delivery(msg)
+
+
+async def publish_script(
+    bus: Bus, sid: str, mid: str, sql: str, data: bytes = CSV, **extra: Any
+) -> None:
+    await put_dataset(bus, f"obj-{sid}", data)
     await bus.publish(
         ScriptGenerated(
             event_id=new_id(),
@@ -85,12 +102,6 @@ async def script_delivery(bus: Bus, sid: str, mid: str, sql: str, **extra: Any) 
             **extra,
         )
     )
-    psub = await bus.js.pull_subscribe(
-        bus.subjects.message(sid, mid, "script_generated"), stream=bus.stream
-    )
-    [msg] = await psub.fetch(1, timeout=5)
-    await psub.unsubscribe()
-    return Delivery(msg)
 
 
 async def events_of(bus: Bus, sid: str) -> list[Any]:
@@ -308,3 +319,166 @@ async def test_a_sandbox_killed_on_the_last_delivery_settles_failed_as_a_dead_le
     assert isinstance(settled, AnalysisSettled) and settled.status == "failed"
     assert settled.error is not None and settled.error.code == "max_deliveries"
     assert settled.dead_letter is not None and settled.dead_letter.deliveries == 1
+
+
+# A CSV of mixed types, NULLs (empty fields) and text that needs quoting.
+MIXED = (
+    b"id,day,price,flag,note\n"
+    b'1,2024-01-31,12.50,true,"a, ""quoted"" b"\n'
+    b"2,,3.1,,plain\n"
+    b"3,1999-12-31,,false,\n"
+)
+EVERYTHING = "SELECT * FROM data ORDER BY id"
+
+
+async def ask(worker: ExecutionWorker, bus: Bus, sql: str, data: bytes) -> ExecutionCompleted:
+    sid, mid = await locked_message(bus)
+    await worker.handle(await script_delivery(bus, sid, mid, sql, data))
+    [result] = [e for e in await events_of(bus, sid) if isinstance(e, ExecutionCompleted)]
+    return result
+
+
+def _answer(e: ExecutionCompleted) -> tuple[Any, ...]:
+    return (e.columns, e.rows, e.row_count, e.markdown, e.display_rows)
+
+
+def on_disk(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def disk_files(directory: str) -> int:
+    return len(os.listdir(directory))
+
+
+def disk_bytes(directory: str | None) -> int:
+    assert directory is not None
+    return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+
+
+def spoil(path: str) -> None:
+    with open(path, "wb") as f:
+        f.write(b"not parquet at all")
+
+
+def _copy_of(worker: ExecutionWorker, data: bytes) -> str | None:
+    return worker.parquet.path_of(digest_of(data))
+
+
+async def test_a_second_question_on_one_csv_loads_its_parquet_copy(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus))
+    first = await ask(worker, bus, EVERYTHING, MIXED)
+    copy = _copy_of(worker, MIXED)
+    assert copy is not None and on_disk(copy), "the first query wrote the copy"
+    assert (worker.parquet.written, worker.parquet_loads) == (1, 0)
+    second = await ask(worker, bus, EVERYTHING, MIXED)
+    assert (worker.parquet.written, worker.parquet_loads) == (1, 1)
+    assert _answer(second) == _answer(first)
+    assert [c.type for c in first.columns] == ["BIGINT", "DATE", "DOUBLE", "BOOLEAN", "VARCHAR"]
+    assert first.rows[0][4] == 'a, "quoted" b' and first.rows[1][1] is None
+    grouped = "SELECT flag, count(*) AS n, sum(price) AS s FROM data GROUP BY 1 ORDER BY 1"
+    from_parquet = await ask(worker, bus, grouped, MIXED)
+    assert worker.parquet_loads == 2
+    from_csv = await ask(ExecutionWorker(bus, settings(bus, parquet_cache_bytes=0)), bus,
+                         grouped, MIXED)
+    assert _answer(from_parquet) == _answer(from_csv)
+
+
+async def test_a_parquet_bound_of_zero_always_loads_the_csv(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus, parquet_cache_bytes=0))
+    for _ in range(2):
+        assert (await ask(worker, bus, "SELECT count(*) FROM data", MIXED)).rows == [[3]]
+    assert (worker.parquet.written, worker.parquet_loads, len(worker.parquet)) == (0, 0, 0)
+    assert worker.parquet.directory is None, "not even a directory is made"
+
+
+def _numbers(seed: int) -> bytes:
+    return ("n\n" + "".join(f"{seed * 1000 + i}\n" for i in range(50))).encode()
+
+
+async def test_parquet_copies_are_evicted_least_recently_used_by_bytes(bus: Bus):
+    sizing = ExecutionWorker(bus, settings(bus))
+    await ask(sizing, bus, "SELECT 1", _numbers(0))
+    one = sizing.parquet.held_bytes
+    sizing.parquet.close()
+    a, b, c = _numbers(1), _numbers(2), _numbers(3)
+    worker = ExecutionWorker(bus, settings(bus, parquet_cache_bytes=one * 5 // 2))
+    for data in (a, b):
+        await ask(worker, bus, "SELECT 1", data)
+    copy_b = _copy_of(worker, b)
+    assert len(worker.parquet) == 2 and copy_b is not None
+    await ask(worker, bus, "SELECT 1", a)  # a is now the most recently used
+    await ask(worker, bus, "SELECT 1", c)
+    assert _copy_of(worker, b) is None and not on_disk(copy_b), "b evicted, file gone"
+    assert _copy_of(worker, a) is not None and _copy_of(worker, c) is not None
+    assert worker.parquet.held_bytes <= worker.parquet.max_bytes
+    assert disk_bytes(worker.parquet.directory) == worker.parquet.held_bytes, "counted = on disk"
+    worker.parquet.close()
+
+
+async def test_a_copy_that_cannot_be_written_leaves_every_query_correct(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus))
+    expected = _answer(await ask(worker, bus, EVERYTHING, MIXED))
+    directory = worker.parquet.directory
+    assert directory is not None and len(worker.parquet) == 1
+    shutil.rmtree(directory)  # the copy vanishes, and no new one can be written
+    assert _answer(await ask(worker, bus, EVERYTHING, MIXED)) == expected
+    assert (len(worker.parquet), worker.parquet.written, worker.parquet_loads) == (0, 1, 0)
+    other = await ask(worker, bus, "SELECT count(*) FROM data", _numbers(7))
+    assert other.rows == [[50]] and len(worker.parquet) == 0
+
+
+async def test_an_unreadable_copy_is_dropped_and_the_query_answered_from_the_csv(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus))
+    expected = _answer(await ask(worker, bus, EVERYTHING, MIXED))
+    copy = _copy_of(worker, MIXED)
+    assert copy is not None
+    spoil(copy)
+    assert _answer(await ask(worker, bus, EVERYTHING, MIXED)) == expected
+    assert worker.parquet_loads == 0 and worker.parquet.written == 2, "dropped, rewritten"
+    renewed = _copy_of(worker, MIXED)
+    assert renewed is not None and renewed != copy and not on_disk(copy)
+    assert _answer(await ask(worker, bus, EVERYTHING, MIXED)) == expected
+    assert worker.parquet_loads == 1
+    worker.parquet.close()
+
+
+async def test_concurrent_first_questions_on_one_csv_write_one_copy(bus: Bus):
+    worker = ExecutionWorker(bus, settings(bus, concurrency=4))
+    deliveries = []
+    for _ in range(4):
+        sid, mid = await locked_message(bus)
+        deliveries.append((sid, await script_delivery(bus, sid, mid, EVERYTHING, MIXED)))
+    await asyncio.gather(*(worker.handle(d) for _, d in deliveries))
+    answers = set()
+    for sid, _ in deliveries:
+        [result] = [e for e in await events_of(bus, sid) if isinstance(e, ExecutionCompleted)]
+        answers.add(repr(_answer(result)))
+    assert len(answers) == 1
+    assert worker.parquet.written == 1 and len(worker.parquet) == 1
+    directory = worker.parquet.directory
+    assert directory is not None and disk_files(directory) == 1, "no stray part files"
+    worker.parquet.close()
+
+
+async def test_the_running_worker_deletes_its_parquet_copies_when_it_stops(bus: Bus):
+    s = settings(bus)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    workers: list[ExecutionWorker] = []
+    task = asyncio.create_task(run_pipeline_worker(
+        "execution-worker", s, ExecutionWorker.builder(s, out=workers), stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        [worker] = workers
+        sid, mid = await locked_message(bus)
+        await publish_script(bus, sid, mid, EVERYTHING, MIXED)
+
+        async def completed() -> bool:
+            return any(isinstance(e, ExecutionCompleted) for e in await events_of(bus, sid))
+
+        await wait_until(completed, timeout=30)
+        directory = worker.parquet.directory
+        assert directory is not None and disk_files(directory) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert not on_disk(directory)

@@ -25,6 +25,9 @@ import msgspec
 from runstream.contracts import Column
 from runstream.execution_worker.pool import SparePool, kill_child, spawn_child
 
+# How the child's message starts when the dataset itself could not be loaded.
+LOAD_FAILED = "the dataset could not be loaded"
+
 SandboxErrorKind = Literal["sql", "timeout", "memory", "sandbox", "killed"]
 Format = Literal["csv", "parquet"]
 
@@ -99,6 +102,8 @@ async def run_sandboxed(
     on_start: Callable[[int], Any] | None = None,
     on_running: Callable[[], Any] | None = None,
     pool: SparePool | None = None,
+    source: str | None = None,
+    copy_to: str | None = None,
 ) -> SandboxResult:
     """Run `sql` over `data` loaded as `table_name`; raise SandboxError if it does not finish.
 
@@ -106,27 +111,36 @@ async def run_sandboxed(
     loaded and the query itself starts. Cancelling the awaiting task SIGKILLs the child
     and reaps it before the CancelledError propagates. With a `pool` the child is one of
     its spares; without, a fresh one.
+
+    `source`: a file of format `fmt` already on disk (the worker's Parquet copy) to load
+    instead of `data`; it is left in place. `copy_to`: where the child also writes the
+    loaded table as Parquet, before the lock-down; the file exists afterwards only if
+    the copy was written whole (a failed copy never fails the query).
     """
     if fmt not in ("csv", "parquet"):
         raise SandboxError("sql", f"unsupported dataset format {fmt!r}")
     precheck(sql)
     started = time.monotonic()
-    fd, path = tempfile.mkstemp(prefix="rs-dataset-", suffix=f".{fmt}")
+    path = source
     try:
-        await asyncio.to_thread(_write_all, fd, data)
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="rs-dataset-", suffix=f".{fmt}")
+            await asyncio.to_thread(_write_all, fd, data)
         request = {
             "path": path,
             "fmt": fmt,
             "table": table_name,
             "sql": sql,
             "limits": msgspec.to_builtins(limits),
+            "copy_to": copy_to,
         }
         reply = await _run_child(
             json.dumps(request).encode(), limits, on_start, on_running, pool
         )
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        if path is not None and path != source:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     if not reply.get("ok"):
         raise SandboxError(reply.get("kind", "sandbox"), reply.get("message", "unknown error"))
     result = msgspec.convert(reply["result"], SandboxResult)

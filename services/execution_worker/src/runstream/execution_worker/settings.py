@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from runstream.bus import DEFAULT_CACHE_BYTES
+from runstream.execution_worker.parquet_cache import DEFAULT_PARQUET_CACHE_BYTES
 from runstream.pipeline import WorkerSettings
 
 
@@ -24,6 +25,9 @@ class ExecutionWorkerSettings(WorkerSettings):
     # Dataset bytes kept in this process, by content digest (docs/workers.md); an object
     # larger than this is read each time. 0 turns the cache off.
     dataset_cache_bytes: int = Field(default=DEFAULT_CACHE_BYTES, ge=0)
+    # Parquet copies of CSV datasets on disk, by content digest, so each CSV is parsed
+    # once per process (docs/workers.md); least recently used out. 0 turns them off.
+    parquet_cache_bytes: int = Field(default=DEFAULT_PARQUET_CACHE_BYTES, ge=0)
     durable: str = "execution-worker"
     # Each query is a child process with up to sandbox_memory_mb and sandbox_threads:
     # 4 in flight bound memory (4 x 512 MB) and already saturate two cores.

@@ -30,8 +30,10 @@ from runstream.contracts import (
     utcnow,
 )
 from runstream.execution_worker.display import column_formats, display_rows, markdown
+from runstream.execution_worker.parquet_cache import ParquetCache
 from runstream.execution_worker.pool import SparePool
 from runstream.execution_worker.sandbox import (
+    LOAD_FAILED,
     SandboxError,
     SandboxLimits,
     SandboxResult,
@@ -57,13 +59,16 @@ WORKER = "execution-worker"
 class ExecutionWorker:
     def __init__(
         self, bus: Bus, settings: ExecutionWorkerSettings, spares: SparePool | None = None,
-        datasets: DatasetCache | None = None,
+        datasets: DatasetCache | None = None, parquet: ParquetCache | None = None,
     ) -> None:
         self.bus = bus
         self.spares = spares
         self.settings = settings
         # Questions about one dataset come in runs: its bytes are read once per process.
         self.datasets = datasets or DatasetCache(settings.dataset_cache_bytes)
+        # ...and a CSV is parsed once per process: later queries load its Parquet copy.
+        self.parquet = parquet or ParquetCache(settings.parquet_cache_bytes)
+        self.parquet_loads = 0  # queries answered from a Parquet copy (tests, metrics)
         self.limits = SandboxLimits(
             timeout_s=settings.sandbox_timeout_s,
             memory_mb=settings.sandbox_memory_mb,
@@ -87,6 +92,7 @@ class ExecutionWorker:
                 min(settings.sandbox_spares, settings.concurrency),
                 settings.sandbox_spare_idle_s))
             worker = cls(bus, settings, spares)
+            resources.callback(worker.parquet.close)  # its files go when the worker stops
             if out is not None:
                 out.append(worker)
             return [Consumer(worker.spec(), worker.handle)]
@@ -128,7 +134,7 @@ class ExecutionWorker:
             await self._fail(script, guard, steps, "sandbox", "the script names no dataset")
             return
         try:
-            data = await self.datasets.get(self.bus, dataset.object_name)
+            digest, data = await self.datasets.read(self.bus, dataset.object_name)
         except (nats.js.errors.NotFoundError, nats.js.errors.ObjectNotFoundError):
             await self._fail(
                 script, guard, steps, "sandbox", f"dataset {dataset.name} is no longer stored"
@@ -146,11 +152,12 @@ class ExecutionWorker:
         )
         try:
             async with guard.keep_renewed("execute"):
-                result = await self._run_cancellable(
-                    script, guard, steps, data,
-                    "parquet" if dataset.format == "parquet" else "csv",  # checked at upload
-                    dataset.table_name,
-                )
+                if dataset.format == "parquet":  # checked at upload; needs no copy
+                    result = await self._run_cancellable(
+                        script, guard, steps, data, "parquet", dataset.table_name)
+                else:
+                    result = await self._run_csv(script, guard, steps, data, digest,
+                                                 dataset.table_name)
         except SandboxError as exc:
             if exc.retryable:
                 await self._retry(script, steps, delivery, exc)  # raises Retry
@@ -169,6 +176,29 @@ class ExecutionWorker:
             )
         )
 
+    async def _run_csv(
+        self, script: ScriptGenerated, guard: MessageGuard, steps: StepReporter,
+        data: bytes, digest: str, table_name: str,
+    ) -> SandboxResult:
+        """The CSV's Parquet copy if one is kept; else the CSV, and the child writes the
+        copy if no other query is writing it. `digest` is "" for bytes not checked."""
+        with self.parquet.use(digest) as copy:
+            if copy is not None:
+                try:
+                    result = await self._run_cancellable(
+                        script, guard, steps, b"", "parquet", table_name, source=copy)
+                    self.parquet_loads += 1
+                    return result
+                except SandboxError as exc:
+                    if not exc.message.startswith(LOAD_FAILED):
+                        raise
+                    # The copy, not the query: drop it and answer from the CSV.
+                    logger.warning("parquet_cache.unreadable", error=exc.message)
+                    self.parquet.forget(digest)
+        with self.parquet.claim(digest) as copy_to:
+            return await self._run_cancellable(
+                script, guard, steps, data, "csv", table_name, copy_to=copy_to)
+
     async def _run_cancellable(
         self,
         script: ScriptGenerated,
@@ -177,6 +207,9 @@ class ExecutionWorker:
         data: bytes,
         fmt: Literal["csv", "parquet"],
         table_name: str,
+        *,
+        source: str | None = None,
+        copy_to: str | None = None,
     ) -> SandboxResult:
         mid = script.message_id
         cancelled = asyncio.Event()
@@ -214,6 +247,8 @@ class ExecutionWorker:
                     on_start=on_start,
                     on_running=on_running,
                     pool=self.spares,
+                    source=source,
+                    copy_to=copy_to,
                 )
             )
             waiter = asyncio.create_task(cancelled.wait())
