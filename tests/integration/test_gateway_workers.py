@@ -266,18 +266,24 @@ async def test_workers_that_cannot_start_make_the_gateway_exit_non_zero(
 
 
 # --- `runstream up --gateways 2` ----------------------------------------------------------
+async def two_workers(up: Any) -> tuple[int, set[int]]:
+    """Under `runstream up --gateways 2`, once serving: the supervisor and its 2 workers."""
+    await up.wait_output(r'"event": "gateway.serving"', timeout=START_TIMEOUT_S)
+    found = re.search(r"^gateway\s*\| started \(pid (\d+)\)$", up.output(), re.M)
+    assert found, up.output()[-4000:]
+    supervisor = int(found[1])
+    pids = worker_pids(supervisor)
+    assert len(pids) == 2, up.output()[-4000:]
+    return supervisor, pids
+
+
 async def test_up_with_two_gateway_workers_streams_across_them_and_restarts_one_killed(
     tmp_path: Path, database_url: str,
 ) -> None:
     env = _env(RUNSTREAM_DATABASE_URL=database_url, RUNSTREAM_CLEANUP_EVERY="off")
     async with running_up(tmp_path, env, "--gateways", "2") as up:
-        await up.wait_output(r'"event": "gateway.serving"', timeout=START_TIMEOUT_S)
+        supervisor, pids = await two_workers(up)
         assert "(2 gateway workers on this port)" in up.output()
-        found = re.search(r"^gateway\s*\| started \(pid (\d+)\)$", up.output(), re.M)
-        assert found, up.output()[-4000:]
-        supervisor = int(found[1])
-        pids = worker_pids(supervisor)
-        assert len(pids) == 2, up.output()[-4000:]
         url, token = up.values["RUNSTREAM_URL"], up.values["RUNSTREAM_TOKEN"]
         assert set(await served_by(url, pids)) == pids
 
@@ -347,12 +353,7 @@ async def test_a_stream_cut_by_a_killed_worker_resumes_on_another_with_nothing_l
     env = _env(RUNSTREAM_DATABASE_URL=database_url, RUNSTREAM_CLEANUP_EVERY="off",
                RUNSTREAM_RATE_LIMIT_WRITES="1000000/minute")
     async with running_up(tmp_path, env, "--gateways", "2") as up:
-        await up.wait_output(r'"event": "gateway.serving"', timeout=START_TIMEOUT_S)
-        found = re.search(r"^gateway\s*\| started \(pid (\d+)\)$", up.output(), re.M)
-        assert found, up.output()[-4000:]
-        supervisor = int(found[1])
-        pids = worker_pids(supervisor)
-        assert len(pids) == 2, up.output()[-4000:]
+        _, pids = await two_workers(up)
         url, token = up.values["RUNSTREAM_URL"], up.values["RUNSTREAM_TOKEN"]
         victim, survivor = sorted(pids)
         async with client_on(url, token, survivor, pids) as writer:
