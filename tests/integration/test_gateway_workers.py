@@ -398,3 +398,60 @@ async def test_a_stream_cut_by_a_killed_worker_resumes_on_another_with_nothing_l
             await writing
     assert titles == [f"t{i}" for i in range(renames)], "every rename once, in order"
     assert ids == sorted(set(ids)), "no frame twice, none out of order"
+
+
+def _metric(text: str, name: str) -> float:
+    """One sample of a Prometheus text exposition, by its name with labels."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {name} in:\n{text}")
+
+
+async def test_metrics_from_any_worker_count_every_worker(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """Counters are summed over the workers, the connected-clients gauge over the live
+    ones: a worker killed with -9 stops counting its clients."""
+    env = _env(RUNSTREAM_DATABASE_URL=database_url, RUNSTREAM_CLEANUP_EVERY="off")
+    created = 'runstream_events_published_total{type="session_created"}'
+    async with running_up(tmp_path, env, "--gateways", "2") as up:
+        supervisor, pids = await two_workers(up)
+        url, token = up.values["RUNSTREAM_URL"], up.values["RUNSTREAM_TOKEN"]
+        first, second = sorted(pids)
+        sessions = []
+        for pid, n in ((first, 2), (second, 3)):
+            async with client_on(url, token, pid, pids) as client:
+                for _ in range(n):
+                    r = await client.post("/api/sessions", json={"title": "m"})
+                    assert r.status_code == 201, r.text
+                    sessions.append(r.json()["session_id"])
+        for pid in (first, second):
+            async with client_on(url, token, pid, pids) as client:
+                text = (await client.get("/metrics")).text
+                assert _metric(text, created) == 5, "every worker's publishes, summed"
+
+        async with AsyncExitStack() as streams:
+            for pid, sid in ((first, sessions[0]), (second, sessions[1])):
+                client = await streams.enter_async_context(client_on(url, token, pid, pids))
+                events = await streams.enter_async_context(
+                    client.stream("GET", f"/api/sessions/{sid}/events"))
+                assert events.status_code == 200 and serving_pid(events, pids) == pid
+
+            async def clients_counted(n: int) -> Any:
+                async def check() -> bool:
+                    async with one_connection(url) as client:
+                        text = (await client.get("/metrics")).text
+                        return _metric(text, "runstream_stream_clients") == n
+                return check
+
+            await wait_until(await clients_counted(2), timeout=10)
+            os.kill(first, signal.SIGKILL)  # its stream goes with it
+
+            async def replaced() -> bool:
+                now = worker_pids(supervisor)
+                return len(now) == 2 and first not in now
+
+            await wait_until(replaced, timeout=START_TIMEOUT_S, interval=0.1)
+            await up.wait_output(r'"event": "gateway.worker_serving"', timeout=START_TIMEOUT_S)
+            await wait_until(await clients_counted(1), timeout=10)

@@ -1,16 +1,28 @@
-"""Prometheus metrics shared by every service (`/metrics` in Prometheus text)."""
+"""Prometheus metrics shared by every service (`/metrics` in Prometheus text).
+
+Several processes behind one port (gateway workers) share their metrics through
+prometheus_client's multiprocess mode: the supervisor sets `PROMETHEUS_MULTIPROC_DIR`
+before it starts them, each writes its values there, and `/metrics`, whichever worker
+answers, sums them (a gauge of connected clients as the live processes' sum).
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 EVENTS_PUBLISHED = Counter(
     "runstream_events_published_total", "Events published to JetStream", ["type"]
@@ -33,11 +45,22 @@ PROJECTOR_FAULTS = Counter(
     "runstream_projector_faults_total",
     "Fold rounds ended early (stream_mismatch and retention_gap need an operator)", ["kind"],
 )
-SSE_CLIENTS = Gauge("runstream_stream_clients", "Connected SSE/WebSocket clients")
+SSE_CLIENTS = Gauge("runstream_stream_clients", "Connected SSE/WebSocket clients",
+                    multiprocess_mode="livesum")
 
 
 def render_latest() -> tuple[bytes, str]:
+    if os.environ.get(MULTIPROCESS_DIR):  # every process's values, summed
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def process_gone(pid: int) -> None:
+    """A process sharing its metrics has died: its live gauges no longer count."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        multiprocess.mark_process_dead(pid)
 
 
 def serve_metrics(port: int) -> None:

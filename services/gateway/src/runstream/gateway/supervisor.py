@@ -13,6 +13,8 @@ among its children instead.
   2 s, 5 s, 10 s, then every 30 s; a run of 30 s resets it); the others keep serving.
 - SIGTERM or SIGINT: one SIGTERM to each worker, STOP_GRACE_S for them to finish, then
   SIGKILL; exit 0 when every worker stopped cleanly (0), else 1.
+- metrics: the workers share a fresh prometheus_client multiprocess directory (made
+  here, removed at the end), so `/metrics` from any worker counts them all.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -32,7 +36,12 @@ import structlog
 
 from runstream.gateway.server import WorkerServer, reuseport_socket, uvicorn_config
 from runstream.gateway.settings import GatewaySettings
-from runstream.telemetry import configure_logging, configure_tracing
+from runstream.telemetry import (
+    MULTIPROCESS_DIR,
+    configure_logging,
+    configure_tracing,
+    process_gone,
+)
 
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER_S = 30.0  # a run this long resets the backoff
@@ -150,6 +159,8 @@ class Supervisor:
         process = slot.process
         assert process is not None
         process.join()
+        if process.pid is not None:
+            process_gone(process.pid)  # its live gauges (clients) stop counting
         if slot.started is not None:
             slot.started.close()
             slot.started = None
@@ -166,6 +177,16 @@ class Supervisor:
             logger.error("gateway.port_unavailable", host=s.http_host, port=s.http_port,
                          error=str(exc))
             return STARTUP_FAILED
+        # Inherited by every worker started from here on, read at its first import.
+        metrics_dir = tempfile.mkdtemp(prefix="rs-gateway-metrics-")
+        os.environ[MULTIPROCESS_DIR] = metrics_dir
+        try:
+            return self._run(reserved)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def _run(self, reserved: Any) -> int:
+        s = self.settings
         with reserved:
             port = reserved.getsockname()[1]
             worker_settings = s.model_copy(update={"http_port": port, "gateway_workers": 1})
