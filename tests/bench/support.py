@@ -28,6 +28,7 @@ import httpx
 import jwt
 
 from runstream.testing import free_port
+from runstream.testing.procs import live_children
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUER = "runstream"
@@ -71,11 +72,6 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a live process has used so far."""
-    return sum(cpu_split(pid))
-
-
 def cpu_clock_s(pid: int) -> float:
     """CPU seconds a live process has used so far, from its CPU-time clock
     (clock_getcpuclockid): exact, where /proc/<pid>/stat counts whole clock ticks (10 ms
@@ -98,8 +94,12 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 def with_children(pid: int) -> list[int]:
     """A process and its children (a gateway with workers: the supervisor and each one)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *map(int, children)]
+    return [pid, *live_children(pid)]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process and its children, from their CPU clocks."""
+    return sum(cpu_clock_s(p) for p in with_children(pid))
 
 
 def cpu_split(pid: int) -> tuple[float, float]:

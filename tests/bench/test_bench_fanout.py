@@ -36,13 +36,13 @@ from tests.bench.support import (
     ROOT,
     BenchEnv,
     Running,
-    cpu_clock_s,
     cpu_split,
     percentile,
     rss_mb,
     run_services,
     sampled,
     token,
+    tree_cpu_s,
     with_children,
 )
 
@@ -358,9 +358,9 @@ async def test_bench_broadcast_with_gateway_workers(bench_env: BenchEnv, tmp_pat
 async def phase_cpu(stack: Running, gens: list[LoadGenerator]) -> tuple[float, ...]:
     """CPU seconds used so far: the gateway's (exact, from its CPU clock; and user,
     system as /proc counts them in 10 ms ticks), the load generators'."""
-    pids = with_children(stack.gateway().pid)
-    splits = [cpu_split(pid) for pid in pids]
-    return (sum(cpu_clock_s(pid) for pid in pids), sum(u for u, _ in splits),
+    pid = stack.gateway().pid
+    splits = [cpu_split(p) for p in with_children(pid)]
+    return (tree_cpu_s(pid), sum(u for u, _ in splits),
             sum(s for _, s in splits), sum([(await g.ask("status"))["cpu_s"] for g in gens]))
 
 

@@ -27,11 +27,9 @@ from runstream.contracts import SessionCreated, encode, new_id
 from tests.bench.support import (
     BenchEnv,
     RawHttp,
-    Running,
-    cpu_clock_s,
     run_services,
     summary_ms,
-    with_children,
+    tree_cpu_s,
 )
 
 CLIENTS = 32
@@ -138,10 +136,6 @@ OPEN_LOOP_CONNECTIONS = 128
 OPEN_LOOP_GATEWAY_WORKERS = int(os.environ.get("BENCH_SUBMIT_GATEWAY_WORKERS", "1"))
 
 
-def _gateway_cpu_s(stack: Running) -> float:
-    return sum(cpu_clock_s(pid) for pid in with_children(stack.gateway().pid))
-
-
 def _nearest(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
@@ -197,7 +191,7 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
         start = time.perf_counter()
         i = 0
         for phase, (rate, seconds) in enumerate(OPEN_LOOP):
-            cpu0 = _gateway_cpu_s(stack)
+            cpu0 = tree_cpu_s(stack.gateway().pid)
             for n in range(int(rate * seconds)):
                 intended = start + n / rate
                 delay = intended - time.perf_counter()
@@ -208,7 +202,7 @@ async def test_bench_submit_open_loop(bench_env: BenchEnv, tmp_path: Path) -> No
             spans.append((start, start + seconds))
             start += seconds
             await asyncio.gather(*tasks)  # its answers, before the next phase's clock
-            gateway_cpu.append(_gateway_cpu_s(stack) - cpu0)
+            gateway_cpu.append(tree_cpu_s(stack.gateway().pid) - cpu0)
         gc.unfreeze()
         for conn in conns:
             await conn.__aexit__()

@@ -41,6 +41,7 @@ from runstream.contracts import (
     type_of,
 )
 from runstream.testing import NatsCluster, NatsServer, PostgresCluster, wait_until
+from runstream.testing.procs import live_children as children
 from tests.faults.support import Services, measure
 from tests.integration.conftest import sse_frames
 
@@ -570,17 +571,6 @@ async def _slow_query_running(chaos: Chaos, phase: int) -> str:
     mid = slow()
     assert mid is not None
     return mid
-
-
-def children(pid: int) -> set[int]:
-    """Live (not zombie) child processes of `pid`, from /proc."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.add(int(stat.parent.name))
-    return out
 
 
 SANDBOX_STARTED = "sandbox.started"  # what the execution worker logs, with pid and message

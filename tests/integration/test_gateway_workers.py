@@ -28,6 +28,7 @@ import pytest
 from runstream.store import connect, migrate
 from runstream.testing import wait_until
 from runstream.testing.plugin import StreamNames
+from runstream.testing.procs import children
 from tests.integration.conftest import sse_frames
 from tests.integration.test_runstream_up import _env, _stat, _tail, running_up, still_running
 
@@ -37,20 +38,8 @@ STOP_TIMEOUT_S = 30.0
 
 def worker_pids(supervisor: int) -> set[int]:
     """The supervisor's live worker processes (not multiprocessing's resource tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        st = _stat(int(entry.name))
-        if st is None or st[0] != supervisor or st[1] == "Z":
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"spawn_main" in cmd:
-            found.add(int(entry.name))
-    return found
+    return {child.pid for child in children(supervisor)
+            if not child.zombie and "spawn_main" in child.cmdline}
 
 
 def _socket_inodes(port: int, client_port: int) -> set[str]:

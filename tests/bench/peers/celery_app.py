@@ -16,9 +16,11 @@ result is stored, a `task_success` / `task_failure` handler publishes `{"final":
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from celery import Celery, Task
@@ -29,6 +31,24 @@ from tests.bench.peers.job import step_chart, step_context, step_execute, step_p
 
 CHANNEL = "progress:"
 TASK = "peers.analyse"
+
+
+async def progress_messages(
+    redis: Any, subscribed: asyncio.Event
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(task id, message) of every task's progress, from one pattern subscription on the
+    async Redis client `redis`; `subscribed` is set once nothing published can be missed."""
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe(CHANNEL + "*")
+    subscribed.set()
+    try:
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if msg is None or msg["type"] != "pmessage":
+                continue
+            yield msg["channel"].decode()[len(CHANNEL):], json.loads(msg["data"])
+    finally:
+        await pubsub.aclose()
 
 
 def make_app(url: str, *, acks_late: bool = False, reject_on_worker_lost: bool = False) -> Celery:

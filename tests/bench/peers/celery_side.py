@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from runstream.testing import free_port, wait_until
-from tests.bench.peers.celery_app import CHANNEL, TASK, make_app
+from runstream.testing.procs import live_children as children
+from tests.bench.peers.celery_app import TASK, make_app, progress_messages
 from tests.bench.peers.report import KillRow
 from tests.bench.support import ROOT
 
@@ -43,17 +44,6 @@ def redis_answers(url: str) -> bool:
 def flush(url: str) -> None:
     """The benchmark owns this database: empty it before each configuration."""
     redis.Redis.from_url(url).flushdb()
-
-
-def children(pid: int) -> set[int]:
-    """Live (not zombie) child processes of `pid`, from /proc."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.add(int(stat.parent.name))
-    return out
 
 
 class Proc:
@@ -224,24 +214,13 @@ class ProgressLog:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        pubsub = self.redis.pubsub()
-        await pubsub.psubscribe(CHANNEL + "*")
-        self.subscribed.set()
-        try:
-            while True:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if msg is None or msg["type"] != "pmessage":
-                    continue
-                job = msg["channel"].decode()[len(CHANNEL):]
-                data = json.loads(msg["data"])
-                if "final" in data:
-                    self.finals[job] = (data["final"], data["at"])
-                    continue
-                self.steps[job].append(data)
-                if data["step"] == "script":
-                    self.script_done.put_nowait((job, data))
-        finally:
-            await pubsub.aclose()
+        async for job, data in progress_messages(self.redis, self.subscribed):
+            if "final" in data:
+                self.finals[job] = (data["final"], data["at"])
+                continue
+            self.steps[job].append(data)
+            if data["step"] == "script":
+                self.script_done.put_nowait((job, data))
 
     def runs(self, job: str) -> list[str]:
         return list(dict.fromkeys(s["run"] for s in self.steps[job]))

@@ -36,7 +36,7 @@ import uvicorn
 from litestar import Litestar, get, post
 from litestar.response import Stream
 
-from tests.bench.peers.celery_app import CHANNEL, TASK
+from tests.bench.peers.celery_app import TASK, progress_messages
 from tests.bench.peers.celery_app import app as celery
 
 FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
@@ -53,19 +53,9 @@ class Bridge:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        pubsub = self.redis.pubsub()
-        await pubsub.psubscribe(CHANNEL + "*")
-        self.subscribed.set()
-        try:
-            while True:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if msg is None or msg["type"] != "pmessage":
-                    continue
-                job = msg["channel"].decode()[len(CHANNEL):]
-                for queue in self.streams.get(job, ()):
-                    queue.put_nowait(json.loads(msg["data"]))
-        finally:
-            await pubsub.aclose()
+        async for job, data in progress_messages(self.redis, self.subscribed):
+            for queue in self.streams.get(job, ()):
+                queue.put_nowait(data)
 
     def register(self, job: str) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

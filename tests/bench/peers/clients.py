@@ -241,15 +241,22 @@ class RunstreamTab:
                 rec.done, rec.state = frame.seen, data["status"]
 
 
-async def celery_sse_job(http: RawHttp, host: str, port: int, dataset_id: str, question: str,
-                         timeout: float) -> JobRecord:
-    rec = JobRecord(system="celery-sse")
+async def _celery_submit(http: RawHttp, system: str, dataset_id: str,
+                         question: str) -> JobRecord:
+    """`POST /jobs` to the Celery web app, timed: the record the job's client fills in."""
+    rec = JobRecord(system=system)
     rec.sent = time.time()
     status, body = await http.request("POST", "/jobs",
                                       {"question": question, "dataset_id": dataset_id})
     rec.submit_s = time.time() - rec.sent
     assert status == 202, (status, body)
     rec.job_id = body["job_id"]
+    return rec
+
+
+async def celery_sse_job(http: RawHttp, host: str, port: int, dataset_id: str, question: str,
+                         timeout: float) -> JobRecord:
+    rec = await _celery_submit(http, "celery-sse", dataset_id, question)
     stream = await SseStream(host, port, f"/jobs/{rec.job_id}/events", {}).open()
     try:
         async with asyncio.timeout(timeout):
@@ -268,13 +275,7 @@ async def celery_sse_job(http: RawHttp, host: str, port: int, dataset_id: str, q
 
 async def celery_poll_job(http: RawHttp, dataset_id: str, question: str,
                           timeout: float) -> JobRecord:
-    rec = JobRecord(system="celery-poll")
-    rec.sent = time.time()
-    status, body = await http.request("POST", "/jobs",
-                                      {"question": question, "dataset_id": dataset_id})
-    rec.submit_s = time.time() - rec.sent
-    assert status == 202, (status, body)
-    rec.job_id = body["job_id"]
+    rec = await _celery_submit(http, "celery-poll", dataset_id, question)
     seen: set[tuple[str, int]] = set()
     async with asyncio.timeout(timeout):
         while True:

@@ -408,13 +408,19 @@ async def test_with_partitions_a_read_is_as_of_its_sessions_partition(
         # A waiter on one partition is woken by its partition's NOTIFY, not another's.
         waiting = asyncio.create_task(models.wait_for_seq(25, timeout=20, session_id=sids[1]))
         everywhere = asyncio.create_task(models.wait_for_seq(15, timeout=20))
-        await asyncio.sleep(0.3)
+
+        async def both_listening() -> bool:  # registered, and the listener is up
+            return len(models._waiters) == 2 and models._listener is not None
+        await wait_until(both_listening, timeout=10)
         async with pool.acquire() as conn:
             await conn.execute(
                 "UPDATE projection_checkpoints SET source_seq = 20 WHERE name = $1",
                 checkpoint_name(4, 0))
             await conn.execute("SELECT pg_notify('rs_projected', '0:20')")
-            await asyncio.sleep(0.3)
+
+            async def heard() -> bool:  # the NOTIFY for partition 0 has been handled
+                return models._notified.get(0) == 20
+            await wait_until(heard, timeout=10)
             assert not waiting.done()
             await conn.execute(
                 "UPDATE projection_checkpoints SET source_seq = 30 WHERE name = $1",

@@ -48,6 +48,11 @@ def children(pid: int) -> list[Proc]:
     return out
 
 
+def live_children(pid: int) -> set[int]:
+    """The pids of `pid`'s direct children that have not exited (no zombies)."""
+    return {child.pid for child in children(pid) if not child.zombie}
+
+
 def gone(pid: int) -> bool:
     """Exited and reaped: neither running nor a zombie."""
     p = proc(pid)
