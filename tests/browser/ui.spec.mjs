@@ -82,8 +82,17 @@ async function audit(page, state) {
 
 async function shot(page, name, target = null) {
   const path = join(ARTIFACTS, name);
-  if (target) await page.locator(target).screenshot({ path });
-  else await page.screenshot({ path });
+  if (!target) await page.screenshot({ path });
+  // The app rebuilds a card whole when anything about its message changes (app.js,
+  // flushMessages): one rebuilt during the capture is taken again, as it now stands.
+  for (let attempt = 1; target; attempt++) {
+    try {
+      await page.locator(target).screenshot({ path });
+      break;
+    } catch (err) {
+      if (attempt >= 3 || !String(err).includes("not attached")) throw err;
+    }
+  }
   log(`screenshot: ${path}`);
 }
 

@@ -50,8 +50,12 @@ class CliSettings(DatabaseSettings):
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """The KEY=value lines of a dotenv file (what `up` writes), {} when it is absent."""
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    """The KEY=value lines of a dotenv file (what `up` writes), {} when it is absent —
+    also when it goes between dotenv's look and its open (`up` removes the last run's)."""
+    try:
+        return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    except FileNotFoundError:
+        return {}
 
 
 def load_settings(data_dir: Path | None = None, *, use_dev_env: bool = True) -> CliSettings:
